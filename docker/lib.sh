@@ -1,0 +1,42 @@
+# Shared helpers for the docker/ scripts. Sourced, not executed.
+
+# Print an error that says what to do, then stop.
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+# debian_mirror: print the Debian archive URI this host already uses for apt.
+# We never hard-code a mirror: a host behind a proxy, an air-gapped host with a
+# local mirror, or a snapshot pin all keep working because we reuse whatever
+# the host's apt is configured with. Security/update archives are skipped: we
+# want the main archive, which carries every suite (bookworm, trixie, ...).
+debian_mirror() {
+    local uri
+    # deb822 sources (Debian 12+): "URIs: http://host/debian" in a stanza whose
+    # "Suites:" names the release itself (not only -security or -updates).
+    uri=$(awk '
+        FNR == 1 { if (u != "" && s) { print u; exit } u = ""; s = 0 }
+        /^[[:space:]]*#/ { next }
+        /^[[:space:]]*$/ { if (u != "" && s) { print u; exit } u = ""; s = 0; next }
+        tolower($1) == "uris:" { u = $2 }
+        tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i !~ /-/) s = 1 }
+        END { if (u != "" && s) print u }
+    ' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v -- '-security' | head -n1 || true)
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        # One-line format: "deb [opts] URI SUITE COMPONENTS..."
+        uri=$(awk '
+            $1 == "deb" {
+                i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                if ($(i + 1) !~ /-/) { print $i; exit }
+            }
+        ' /etc/apt/sources.list | head -n1 || true)
+    fi
+    [ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list; configure apt first"
+    echo "${uri%/}"
+}
+
+# docker_answers: true when a Docker daemon responds to the CLI on PATH.
+docker_answers() {
+    docker info >/dev/null 2>&1
+}
