@@ -2,7 +2,8 @@
 # Install and start what swissknife needs from Docker on a bare Debian host:
 #   1. Docker Engine (Debian's docker.io) when dockerd is missing;
 #   2. the Compose v2 CLI plugin when `docker compose` does not work;
-#   3. a running dockerd when no daemon answers (no systemd on CI hosts).
+#   3. a running dockerd when no daemon answers (no systemd on CI hosts);
+#   4. /run/netns as a shared mount, so containers can bind it rslave.
 # Idempotent and non-interactive: run it as root any number of times.
 # Environment: DOCKERD_LOG (default /var/log/swissknife-dockerd.log),
 #              DOCKERD_WAIT seconds to wait for the daemon (default 60).
@@ -77,6 +78,16 @@ if ! docker_answers; then
         tail -n 20 "$log" >&2 || true
         die "dockerd did not answer within ${wait_s}s; see $log (last lines above)"
     }
+fi
+
+# 4. /run/netns as a shared mount point, exactly as `ip netns add` and pyroute2
+# leave it. Docker refuses the rslave/rshared /run/netns binds of compose.yaml
+# ("not a shared or slave mount") on a host that has not made a namespace
+# since boot, so do it here once; namespaces made later then propagate.
+mkdir -p /run/netns
+if [ "$(findmnt -n -o PROPAGATION --mountpoint /run/netns 2>/dev/null)" != shared ]; then
+    mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+    mount --make-shared /run/netns
 fi
 
 echo "install-engine: $(docker version --format 'engine {{.Server.Version}}, client {{.Client.Version}}'), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"

@@ -1,0 +1,294 @@
+"""The swissknife image and the compose settings, against the real Docker engine.
+
+Run as root on a host where `docker/install-engine.sh` and `docker/build.sh`
+have run. Skipped, with the reason, when no Docker daemon answers. Containers
+are started through the Docker SDK for Python with the settings read from
+`docker compose config`, so the test checks what compose.yaml really says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+docker = pytest.importorskip("docker", reason="the Docker SDK for Python (`docker`) is not installed")
+from docker.types import Mount  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "swissknife:latest"
+LABEL = "io.swissknife.test"  # every container started here carries it
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+NETNS_SETUP = ROOT / "netns" / "setup.py"
+PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", re.S)
+
+
+def _client():
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client
+    except Exception as err:  # any failure to reach the daemon means "skip"
+        return err
+
+
+_CLIENT = _client()
+pytestmark = pytest.mark.skipif(
+    not isinstance(_CLIENT, docker.DockerClient),
+    reason=f"no Docker daemon answers ({_CLIENT}); start one with: sudo docker/install-engine.sh",
+)
+
+
+@pytest.fixture(scope="module")
+def client():
+    for leftover in _CLIENT.containers.list(all=True, filters={"label": LABEL}):
+        leftover.remove(force=True)
+    yield _CLIENT
+    for container in _CLIENT.containers.list(all=True, filters={"label": LABEL}):
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def image(client):
+    try:
+        return client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {IMAGE} is missing: build it with sudo docker/build.sh")
+
+
+def run(client, command, **kwargs) -> str:
+    """Run command in a fresh container of IMAGE; return its output, fail on non-zero exit."""
+    kwargs.setdefault("labels", {LABEL: "1"})
+    out = client.containers.run(IMAGE, command, remove=True, stdout=True, stderr=True, **kwargs)
+    return out.decode(errors="replace")
+
+
+def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if shutil.which("docker") is None:
+        pytest.fail("the docker CLI is not on PATH: run sudo docker/install-engine.sh")
+    return subprocess.run(["docker", "compose", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=check, timeout=300, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict:
+    done = compose("config", "--format", "json", check=False)
+    assert done.returncode == 0, f"docker compose config failed:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def sdk_settings(service: dict) -> dict:
+    """Translate one compose service into Docker SDK keyword arguments."""
+    mounts = [
+        Mount(target=v["target"], source=v["source"], type="bind",
+              propagation=v.get("bind", {}).get("propagation"))
+        for v in service.get("volumes", []) if v["type"] == "bind"
+    ]
+    return {
+        "network_mode": service["network_mode"],
+        "cap_add": service.get("cap_add", []),
+        "privileged": bool(service.get("privileged", False)),
+        "pid_mode": service.get("pid"),
+        "mounts": mounts,
+        "working_dir": service.get("working_dir"),
+        "labels": {LABEL: "1"},
+    }
+
+
+# --- the image --------------------------------------------------------------
+
+def test_image_has_the_tools(client, image):
+    wrk = run(client, ["sh", "-c", "wrk -v 2>&1 | head -n1"])  # wrk -v exits 1 after the banner
+    assert wrk.startswith("wrk ") and "[epoll]" in wrk, wrk
+    assert run(client, ["perf", "--version"]).startswith("perf version ")
+    assert "nginx version: nginx/" in run(client, ["nginx", "-v"])
+    for tool in ("ip", "nsenter", "strace", "ps"):
+        assert run(client, ["sh", "-c", f"command -v {tool}"]).strip(), f"{tool} missing from the image"
+
+
+def test_image_python_is_the_venv_with_the_pinned_packages(client, image):
+    out = run(client, ["python3", "-c",
+                       "import sys, pyroute2, docker, matplotlib, rich, jsonschema, pytest;"
+                       "print(sys.executable, sys.version_info[:2])"])
+    assert out.split()[0] == "/opt/venv/bin/python3"
+    assert "(3, 13)" in out, "trixie's Python 3.13 is needed for Python frames in perf"
+
+
+def test_versions_file_records_tools_and_pins(client, image):
+    versions = json.loads(run(client, ["cat", "/etc/swissknife-versions.json"]))
+    assert set(versions["tools"]) >= {"wrk", "perf", "nginx", "python"}
+    assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in versions["tools"].values()), versions["tools"]
+    installed = {name.lower(): version for name, version in versions["python_packages"].items()}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, pin = line.split("==", 1)
+            assert installed.get(name.strip().lower()) == pin.strip(), f"{name} is not at its pin {pin}"
+    assert image.labels.get("io.swissknife.versions") == "/etc/swissknife-versions.json"
+
+
+def test_perf_records_with_sys_admin_and_only_with_it(client, image):
+    script = "cd /tmp && perf record -q -e cpu-clock -o /tmp/p.data -- true && perf report -i /tmp/p.data --stdio -q | head -n3"
+    out = run(client, ["sh", "-c", script], cap_add=["SYS_ADMIN", "SYSLOG"])
+    assert "[k]" in out or "%" in out, out
+    with pytest.raises(docker.errors.ContainerError):
+        run(client, ["sh", "-c", "cd /tmp && perf record -q -e cpu-clock -o /tmp/p.data -- true"])
+
+
+def _certs(blob: bytes) -> set[bytes]:
+    return {b"".join(body.split()) for body in PEM.findall(blob)}
+
+
+# Where the image keeps public CA certificates legitimately (Debian's and certifi's).
+PUBLIC_CA_FILES = ("cat /etc/ssl/certs/ca-certificates.crt /usr/share/ca-certificates/*/*.crt; "
+                   "find /opt/venv -name cacert.pem -exec cat {} +")
+
+
+@pytest.mark.skipif(not HOST_CA_BUNDLE.exists(), reason=f"no host CA bundle at {HOST_CA_BUNDLE}")
+def test_host_ca_bundle_is_not_baked_into_the_image(client, image):
+    """The build saw the host's CA bundle (a BuildKit secret); no layer may hold it.
+
+    The certificates that only the host trusts (a TLS-intercepting proxy's CA,
+    among others) must appear nowhere in the saved image's layers.
+    """
+    public = _certs(run(client, ["sh", "-c", PUBLIC_CA_FILES]).encode())
+    host_only = _certs(HOST_CA_BUNDLE.read_bytes()) - public
+    if not host_only:
+        pytest.skip("the host bundle holds no certificate beyond the public ones: nothing to look for")
+    assert run(client, ["ls", "-A", "/run/secrets"]).strip() == "", "a secret was left in /run/secrets"
+    needles = {cert[:64] for cert in host_only}  # a PEM file's first body line
+    tail = b""
+    for chunk in image.save(named=False):
+        window = tail + chunk
+        assert not any(n in window for n in needles), f"a certificate only the host trusts is inside {IMAGE}"
+        tail = window[-64:]
+
+
+# --- compose ----------------------------------------------------------------
+
+def test_compose_config_validates(compose_config):
+    assert compose("config", "--quiet", check=False).returncode == 0
+
+
+def test_compose_services_follow_the_namespace_rules(compose_config):
+    services = compose_config["services"]
+    assert set(services) >= {"bench", "server", "wrk", "netns"}
+    for name, svc in services.items():
+        assert svc["image"] == IMAGE, name
+        assert svc["build"]["dockerfile"] == "docker/Dockerfile", name
+        assert not svc.get("privileged"), f"{name} must not be privileged (it fails on this host)"
+        assert svc.get("pid") is None, f"{name} shares the host PID namespace without need"
+        assert svc["network_mode"] == "host", name
+        assert "SYS_ADMIN" in svc["cap_add"], f"{name} cannot setns without SYS_ADMIN"
+        assert "SYS_PTRACE" not in svc["cap_add"], name
+        netns = [v for v in svc["volumes"] if v["target"] == "/run/netns"]
+        want = "rshared" if name == "netns" else "rslave"
+        assert netns and netns[0]["bind"]["propagation"] == want, name
+        sockets = [v for v in svc["volumes"] if v["target"] == "/var/run/docker.sock"]
+        assert bool(sockets) == (name == "bench"), f"only bench may hold the Docker socket, not {name}"
+    assert services["bench"]["environment"]["BENCH_PROFILE"] == "quick"
+
+
+def test_in_netns_names_the_fix_when_a_namespace_is_missing(client, image, compose_config):
+    settings = sdk_settings(compose_config["services"]["server"])
+    container = client.containers.run(IMAGE, ["sk-missing-" + uuid.uuid4().hex[:6], "true"],
+                                      entrypoint=["/opt/swissknife/docker/in-netns.sh"],
+                                      detach=True, **settings)
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 2
+        assert "sudo python3 netns/setup.py up" in container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+# --- joining the topology's namespaces ----------------------------------------
+
+@pytest.fixture(scope="module")
+def topology():
+    """The sk-server/sk-client topology, brought up by netns/setup.py if it is not already."""
+    if not NETNS_SETUP.exists():
+        pytest.skip("netns/setup.py is not in the repo yet")
+    setup = [sys.executable, str(NETNS_SETUP)]
+    healthy = subprocess.run([*setup, "status"], capture_output=True, text=True).returncode == 0
+    if not healthy:
+        done = subprocess.run([*setup, "up"], capture_output=True, text=True)
+        assert done.returncode == 0, f"netns/setup.py up failed:\n{done.stdout}{done.stderr}"
+    yield
+    if not healthy:
+        subprocess.run([*setup, "down"], capture_output=True, text=True, check=True)
+
+
+def test_container_with_compose_settings_joins_sk_server(client, image, compose_config, topology):
+    settings = sdk_settings(compose_config["services"]["server"])
+    out = run(client, ["sk-server", "ip", "-br", "addr"],
+              entrypoint=["/opt/swissknife/docker/in-netns.sh"], **settings)
+    assert re.search(r"^swissknife0@\S+\s+UP\s.*fd00:5a::1/64", out, re.M), out
+
+
+def test_namespace_made_after_the_container_started_is_seen(client, image, compose_config, topology):
+    """rslave propagation: a long-running container (bench) sees namespaces made later."""
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2's ip is not on the host")
+    settings = sdk_settings(compose_config["services"]["bench"])
+    settings["mounts"] = [m for m in settings["mounts"] if m["Target"] == "/run/netns"]
+    container = client.containers.run(IMAGE, ["sleep", "60"], detach=True, **settings)
+    name = "sk-dtest-" + uuid.uuid4().hex[:6]
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            code, out = container.exec_run(["ls", "/run/netns"])
+            assert code == 0 and name in out.decode().split(), out
+        finally:
+            subprocess.run(["ip", "netns", "del", name], check=True)
+        code, out = container.exec_run(["ls", "/run/netns"])
+        assert name not in out.decode().split()
+    finally:
+        container.remove(force=True)
+
+
+def test_nginx_in_sk_server_serves_wrk_in_sk_client_across_the_veth(client, image, compose_config, topology):
+    """The server and wrk services' settings carry real traffic over swissknife0."""
+    nginx_conf = ("daemon off; worker_processes 1; pid /tmp/nginx.pid; error_log stderr; events {} "
+                  "http { access_log off; server { listen [fd00:5a::1]:8089; "
+                  "location / { return 200 'Hello, World!'; } } }")
+    services = compose_config["services"]
+    server = client.containers.run(
+        IMAGE, ["sh", "-c", f'printf "%s\\n" "{nginx_conf}" >/tmp/n.conf && exec nginx -c /tmp/n.conf'],
+        entrypoint=services["server"]["entrypoint"], detach=True, **sdk_settings(services["server"]))
+    try:
+        wrk = ["-t1", "-c4", "-d1s", "http://[fd00:5a::1]:8089/"]
+        out = ""
+        for _ in range(20):  # nginx needs a moment to bind; bounded
+            try:
+                out = run(client, wrk, entrypoint=services["wrk"]["entrypoint"], **sdk_settings(services["wrk"]))
+            except docker.errors.ContainerError as err:
+                out = str(err)
+            if "Requests/sec" in out and "Socket errors: connect" not in out:
+                break
+        match = re.search(r"(\d+) requests in", out)
+        assert match and int(match.group(1)) > 0, out
+    finally:
+        server.remove(force=True)
+
+
+def test_compose_netns_service_reports_status(image, topology):
+    done = compose("run", "--rm", "netns", "status", check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "swissknife0" in done.stdout
+
+
+def test_install_engine_is_idempotent():
+    if os.geteuid() != 0:
+        pytest.skip("docker/install-engine.sh runs as root")
+    done = subprocess.run([str(ROOT / "docker" / "install-engine.sh")], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "installing" not in done.stdout and "starting dockerd" not in done.stdout, done.stdout
+    assert "compose 2." in done.stdout
