@@ -1,0 +1,107 @@
+"""The shared HTTP/1.1 core in-process: parsing edge cases, limits at their boundaries, handler failures, Date caching."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from servers.http import (  # noqa: E402
+    MAX_HEADER_FIELDS, MAX_REQUEST_LINE, HttpConnection, Reply, Request, Response,
+)
+
+HELLO_REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def status(response: Response) -> int:
+    return int(response.head.split(b" ", 2)[1])
+
+
+def header(response: Response, name: bytes) -> bytes | None:
+    for line in response.head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b": ")
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+def test_byte_by_byte_gives_one_answer_at_the_last_byte() -> None:
+    connection = HttpConnection()
+    answers = [connection.feed(bytes([byte])) for byte in HELLO_REQUEST]
+    assert answers[:-1] == [[]] * (len(HELLO_REQUEST) - 1)
+    assert answers[-1][0].head.endswith(b"\r\n\r\nHello, World!")
+
+
+def test_many_requests_in_one_feed_are_answered_in_order() -> None:
+    answers = HttpConnection().feed(b"".join(b"GET /bytes/%d HTTP/1.1\r\n\r\n" % n for n in range(50)))
+    assert [answer.bulk or int(header(answer, b"content-length")) for answer in answers] == list(range(50))
+
+
+def test_empty_lines_before_a_request_are_ignored() -> None:
+    assert status(HttpConnection().feed(b"\r\n\r\n" + HELLO_REQUEST)[0]) == 200
+
+
+def test_body_split_across_feeds_is_consumed() -> None:
+    connection = HttpConnection()
+    assert connection.feed(b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc") == []
+    answers = connection.feed(b"def" + HELLO_REQUEST)
+    assert [status(answer) for answer in answers] == [200, 200]
+
+
+def test_request_line_limit_is_8_KiB() -> None:
+    def request_line_of(length: int) -> bytes:
+        return b"GET /" + b"a" * (length - len(b"GET / HTTP/1.1")) + b" HTTP/1.1\r\n\r\n"
+
+    assert status(HttpConnection().feed(request_line_of(MAX_REQUEST_LINE))[0]) == 404
+    assert status(HttpConnection().feed(request_line_of(MAX_REQUEST_LINE + 1))[0]) == 414
+    assert status(HttpConnection().feed(b"G" * (MAX_REQUEST_LINE + 1))[0]) == 414  # no line end yet
+
+
+def test_field_limit_is_100() -> None:
+    def with_fields(count: int) -> bytes:
+        return b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(count)) + b"\r\n"
+
+    assert status(HttpConnection().feed(with_fields(MAX_HEADER_FIELDS))[0]) == 200
+    assert status(HttpConnection().feed(with_fields(MAX_HEADER_FIELDS + 1))[0]) == 431
+
+
+def test_incomplete_headers_over_64_KiB_are_refused_before_they_end() -> None:
+    answers = HttpConnection().feed(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000)
+    assert status(answers[0]) == 431 and answers[0].close_after
+
+
+def test_an_error_answers_what_came_before_then_closes() -> None:
+    connection = HttpConnection()
+    answers = connection.feed(HELLO_REQUEST + b"GET / HTTP/9.9\r\n\r\n" + HELLO_REQUEST)
+    assert [status(answer) for answer in answers] == [200, 505]
+    assert answers[1].close_after and header(answers[1], b"connection") == b"close"
+    assert connection.closing and connection.feed(HELLO_REQUEST) == []
+
+
+def test_a_raising_handler_answers_500_and_the_connection_closes() -> None:
+    def broken_app(request: Request) -> Reply:
+        raise RuntimeError("handler bug")
+
+    connection = HttpConnection(app=broken_app)
+    answers = connection.feed(HELLO_REQUEST)
+    assert status(answers[0]) == 500 and answers[0].close_after and connection.closing
+
+
+def test_http_1_0_keep_alive_only_when_asked() -> None:
+    assert HttpConnection().feed(b"GET / HTTP/1.0\r\n\r\n")[0].close_after
+    kept = HttpConnection().feed(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")[0]
+    assert not kept.close_after and header(kept, b"connection") == b"keep-alive"
+
+
+def test_the_plaintext_answer_is_prebuilt_and_its_date_refreshed_each_second() -> None:
+    first, second = (HttpConnection().feed(HELLO_REQUEST)[0] for _ in range(2))
+    if first.head is not second.head:  # a second boundary fell between them: try again
+        first, second = (HttpConnection().feed(HELLO_REQUEST)[0] for _ in range(2))
+    assert first.head is second.head  # the same bytes object: nothing was formatted per request
+    second_now = int(time.time())
+    while int(time.time()) == second_now:
+        time.sleep(0.01)
+    assert header(HttpConnection().feed(HELLO_REQUEST)[0], b"date") != header(first, b"date")
