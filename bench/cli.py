@@ -1,0 +1,253 @@
+"""python3 -m bench [options]      sweep servers x workloads x connection counts
+python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json
+python3 -m bench compare A B      per-point ratios B/A of two runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench import environment, plots, report
+from bench.compare import compare
+from bench.config import DEFAULT_PROFILE, PROFILES, REFERENCE_SERVER, WORKLOADS, SweepConfig, plan
+from bench.errors import BenchError
+from bench.results import Record, Run, load, save, write_atomic
+from bench.runners import REPO_ROOT, RUNNERS
+from bench.summary import METRICS, summarize
+from bench.sweep import now, run_sweep
+from netns import ns
+from netns.config import Topology
+from netns.topology import status
+
+TOPOLOGY_FIX = "run: sudo python3 netns/setup.py up"
+console = Console()
+MAIN_PID = os.getpid()
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; BaseException so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def raise_interrupted(signum: int, _frame: object) -> None:
+    if os.getpid() != MAIN_PID:
+        # A child forked by a library (pyroute2's NetNS does) inherited this handler:
+        # it must simply die, not unwind into the sweep and stop our processes.
+        os._exit(128 + signum)
+    # Ignore further signals: a second Ctrl-C must not cut the cleanup short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def server_kinds() -> list[str]:
+    listed = subprocess.run([sys.executable, "-m", "servers", "--list"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise BenchError(f"`python3 -m servers --list` failed: {listed.stderr.strip()}")
+    return listed.stdout.split()
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def default_cpus() -> tuple[int, int]:
+    """The first two CPUs we may use; both sides share the only one on a 1-CPU host."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) > 1 else (allowed[0], allowed[0])
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    parser.add_argument("--servers", nargs="+", metavar="KIND",
+                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
+    parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
+    parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
+    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run")
+    parser.add_argument("--repeat", type=positive, metavar="N")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<profile>")
+    parser.add_argument("--runner", choices=RUNNERS, default="process")
+    parser.add_argument("--cpus", metavar="SERVER,CLIENT", help="CPUs to pin the server and wrk to")
+    return parser
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
+    """The profile's values, overridden by the options given; bad names end in a usage error."""
+    profile = PROFILES[args.profile]
+    known = [*server_kinds(), REFERENCE_SERVER]
+    servers = args.servers or profile.servers or known
+    if unknown := [s for s in servers if s not in known]:
+        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
+    workloads = args.workloads or profile.workloads
+    if unknown := [w for w in workloads if w not in WORKLOADS]:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
+    try:
+        server_cpu, client_cpu = map(int, args.cpus.split(",")) if args.cpus else default_cpus()
+    except ValueError:
+        parser.error(f"--cpus takes SERVER,CLIENT CPU numbers, not {args.cpus!r}")
+    if not {server_cpu, client_cpu} <= os.sched_getaffinity(0):
+        parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
+    return SweepConfig(
+        profile=args.profile,
+        servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
+        workloads=tuple(WORKLOADS[w] for w in workloads),
+        connections=tuple(args.connections or profile.connections),
+        duration_s=args.duration or profile.duration_s,
+        warmup_s=profile.warmup_s,
+        repeat=args.repeat or profile.repeat,
+        runner=args.runner,
+        server_cpu=server_cpu,
+        client_cpu=client_cpu,
+    )
+
+
+def check_topology(topo: Topology) -> None:
+    missing = [name for name in (topo.server_ns, topo.client_ns) if not ns.exists(name)]
+    if missing:
+        raise BenchError(f"namespace(s) {', '.join(missing)} missing; {TOPOLOGY_FIX}")
+    state = status(topo, probe=False)
+    if not state.healthy:
+        raise BenchError(f"topology broken ({'; '.join(state.problems)}); {TOPOLOGY_FIX}")
+
+
+def raise_open_file_limit() -> None:
+    """Soft to hard, inherited by every server and wrk (the hard limit cannot be raised here)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def point_line(record: Record) -> str:
+    where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
+    if record.status != "ok":
+        return f"{where}  [red]FAILED[/red] {record.failure}"
+    flags = [f for f, on in (("client-bound", record.client_bound),
+                             (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
+                             ("veth-mismatch", not record.veth_consistent)) if on]
+    p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
+    return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
+            f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
+
+
+def write_outputs(directory: Path) -> list[Path]:
+    """Plots and report.md from results.json alone."""
+    run = load(directory)
+    cells = summarize(run.records)
+    plot_dir = directory / "plots"
+    paths = plots.draw_all(cells, plot_dir)
+    write_atomic(directory / "report.md", report.render(run, cells, plot_dir, directory))
+    return [*paths, directory / "report.md"]
+
+
+def sweep_command(argv: list[str]) -> int:
+    parser = sweep_parser()
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise BenchError("bench needs root (network namespaces, pinning): sudo python3 -m bench ...")
+    config = resolve(args, parser)
+    topo = Topology()
+    runner = RUNNERS[config.runner](topo, config.server_cpu, config.client_cpu)
+    runner.check()
+    check_topology(topo)
+    raise_open_file_limit()
+    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.profile}"
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "results.json").exists():
+        raise BenchError(f"{out} already holds a run; choose another --out")
+    run = Run(name=out.name, status="running", started_at=now(),
+              environment=environment.collect(runner), config=asdict(config))
+    save(out, run)
+    points = plan(config)
+    console.print(f"{len(points)} points, {len(config.servers)} servers, results in {out}")
+    started = time.monotonic()
+    signal.signal(signal.SIGINT, raise_interrupted)
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("sweep", total=len(points))
+
+            def on_record(record: Record) -> None:
+                run.records.append(record)
+                save(out, run)
+                progress.console.print(point_line(record), highlight=False, soft_wrap=True)
+                progress.advance(task)
+
+            run_sweep(config, runner, topo, on_record)
+    except Interrupted as stop:
+        run.status, run.finished_at = "interrupted", now()
+        save(out, run)
+        console.print(f"{stop}: sweep stopped, {len(run.records)} records kept in {out} "
+                      f"(redraw: python3 -m bench plot {out})")
+        return stop.exit_code
+    run.status, run.finished_at = "complete", now()
+    save(out, run)
+    write_outputs(out)
+    failed = sum(r.status != "ok" for r in run.records)
+    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed} ok, "
+                  f"{failed} failed; report: {out / 'report.md'}")
+    return 1 if failed else 0
+
+
+def plot_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
+    parser.add_argument("directory", type=Path)
+    for path in write_outputs(parser.parse_args(argv).directory):
+        console.print(str(path))
+    return 0
+
+
+def compare_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench compare", description="Per-point ratios B/A.")
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    args = parser.parse_args(argv)
+    rows = compare(summarize(load(args.a).records), summarize(load(args.b).records))
+    if not rows:
+        raise BenchError("the two runs share no (workload, server, connections) point")
+    table = Table(title=f"B / A of the medians (A = {args.a}, B = {args.b})")
+    for heading in ("workload", "server", "conn."):
+        table.add_column(heading)
+    for metric in METRICS:
+        table.add_column(COMPARE_HEADINGS[metric], justify="right")
+    for row in rows:
+        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
+        table.add_row(row.workload, row.server, str(row.connections), *ratios)
+    console.print(table)
+    return 0
+
+
+COMPARE_HEADINGS = {"requests_per_s": "req/s", "latency_p50_us": "p50", "latency_p99_us": "p99",
+                    "cpu_us_per_request": "CPU/req"}
+COMMANDS = {"plot": plot_command, "compare": compare_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else sweep_command(argv)
+    except BenchError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,94 @@
+"""What a sweep measures, as data: workloads, profiles, and the points of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
+
+# A point is client-bound when wrk used at least this share of its CPU while
+# the server used less than this share of its own: the load generator, not the
+# server, set the throughput.
+SATURATED_CPU_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    pipeline: int = 1  # requests written per send
+    close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
+
+    @property
+    def body_size(self) -> int | None:
+        """Exact response length for /bytes/N, else None."""
+        prefix = "/bytes/"
+        return int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (
+    Workload("plaintext", "/"),
+    Workload("pipeline-16", "/", pipeline=16),
+    Workload("pipeline-64", "/", pipeline=64),
+    Workload("bytes-64k", "/bytes/65536"),
+    Workload("bytes-1m", "/bytes/1048576"),
+    Workload("sleep-5", "/sleep/5"),
+    Workload("cpu-200", "/cpu/200"),
+    Workload("churn", "/", close=True),
+)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    servers: tuple[str, ...] | None  # None: every kind `python3 -m servers --list` names
+    workloads: tuple[str, ...]
+    connections: tuple[int, ...]
+    duration_s: int  # wrk takes whole seconds
+    warmup_s: int
+    repeat: int
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    "quick": Profile(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
+    "full": Profile(None, tuple(WORKLOADS), (1, 8, 32, 128, 512, 1000), duration_s=5, warmup_s=2, repeat=3),
+}
+DEFAULT_PROFILE = "quick"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a run needs, resolved from a profile and the command line."""
+
+    profile: str
+    servers: tuple[str, ...]  # the reference server included
+    workloads: tuple[Workload, ...]
+    connections: tuple[int, ...]
+    duration_s: int
+    warmup_s: int
+    repeat: int
+    runner: str = "process"
+    server_cpu: int = 0
+    client_cpu: int = 1
+    wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
+    wrk_timeout_s: int = 2
+    ready_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Point:
+    server: str
+    workload: Workload
+    connections: int
+    repeat: int
+
+
+def plan(config: SweepConfig) -> list[Point]:
+    """Points in run order: one server at a time, so it can be reused across its points."""
+    return [
+        Point(server, workload, connections, repeat)
+        for workload in config.workloads
+        for server in config.servers
+        for connections in config.connections
+        for repeat in range(1, config.repeat + 1)
+    ]

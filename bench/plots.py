@@ -1,0 +1,70 @@
+"""PNG charts of a run, one set per workload (pure: records in, files out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from bench.config import REFERENCE_SERVER  # noqa: E402
+from bench.summary import METRICS, Cell  # noqa: E402
+
+# figure name -> its panels: (metric, logarithmic y axis)
+FIGURES: dict[str, list[tuple[str, bool]]] = {
+    "requests": [("requests_per_s", False)],
+    "latency": [("latency_p50_us", True), ("latency_p99_us", True)],
+    "cpu": [("cpu_us_per_request", False)],
+}
+
+
+def figure_path(directory: Path, workload: str, figure: str) -> Path:
+    return directory / f"{workload}-{figure}.png"
+
+
+def draw_all(cells: list[Cell], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    workloads = dict.fromkeys(c.workload for c in cells)
+    paths = []
+    for workload in workloads:
+        for figure, panels in FIGURES.items():
+            path = figure_path(directory, workload, figure)
+            draw(workload, [c for c in cells if c.workload == workload], panels, path)
+            paths.append(path)
+    return paths
+
+
+def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path: Path) -> None:
+    servers = dict.fromkeys(c.server for c in cells)
+    connections = sorted({c.connections for c in cells})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, (metric, log_y) in zip(axes[0], panels):
+        for server in servers:
+            points = [(c.connections, c.stats[metric]) for c in cells
+                      if c.server == server and c.stats[metric] is not None]
+            if not points:
+                continue
+            x = [n for n, _ in points]
+            medians = [s.median for _, s in points]
+            errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
+            reference = server == REFERENCE_SERVER
+            ax.errorbar(x, medians, yerr=errors, label=f"{server} (reference)" if reference else server,
+                        marker="o", markersize=4, capsize=3,
+                        linestyle="--" if reference else "-", color="black" if reference else None)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(connections, [str(n) for n in connections])
+        ax.set_xlabel("connections")
+        ax.set_ylabel(METRICS[metric])
+        if log_y:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{workload}: {METRICS[metric]}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="server")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

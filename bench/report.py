@@ -1,0 +1,138 @@
+"""report.md of a run: environment, one section per workload with a generated verdict,
+tables (median [min–max]) and the plots (pure: the run in, text out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import plots
+from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE
+from bench.results import Run
+from bench.summary import METRICS, Cell, Spread, median
+
+CLIENT_BOUND_MARK = "†"
+# table metric -> (heading, unit divisor, decimals)
+TABLES = {
+    "requests_per_s": ("requests/s", 1, 0),
+    "latency_p99_us": ("p99 latency (ms)", 1000, 2),
+    "cpu_us_per_request": ("server CPU µs per request", 1, 1),
+}
+
+
+def number(value: float, divisor: float = 1, decimals: int = 0) -> str:
+    return f"{value / divisor:,.{decimals}f}"
+
+
+def spread_text(value: Spread, divisor: float, decimals: int) -> str:
+    return (f"{number(value.median, divisor, decimals)} "
+            f"[{number(value.low, divisor, decimals)}–{number(value.high, divisor, decimals)}]")
+
+
+def cell_text(cell: Cell | None, metric: str) -> str:
+    if cell is None:
+        return ""
+    value = cell.stats[metric]
+    if value is None:
+        return "failed"
+    _, divisor, decimals = TABLES[metric]
+    mark = f" {CLIENT_BOUND_MARK}" if cell.client_bound else ""
+    return spread_text(value, divisor, decimals) + mark
+
+
+def table(cells: list[Cell], metric: str) -> list[str]:
+    servers = list(dict.fromkeys(c.server for c in cells))
+    connections = sorted({c.connections for c in cells})
+    by_key = {(c.server, c.connections): c for c in cells}
+    lines = [f"| server | {' | '.join(f'{n} conn.' for n in connections)} |",
+             f"|---|{'---:|' * len(connections)}"]
+    for server in servers:
+        row = [cell_text(by_key.get((server, n)), metric) for n in connections]
+        lines.append(f"| {server} | {' | '.join(row)} |")
+    return lines
+
+
+def peak(cells: list[Cell], server: str) -> Cell | None:
+    """The server's cell with the highest median requests/s."""
+    measured = [c for c in cells if c.server == server and median(c, "requests_per_s") is not None]
+    return max(measured, key=lambda c: median(c, "requests_per_s"), default=None)
+
+
+def verdict(workload: str, cells: list[Cell]) -> str:
+    """One sentence from the numbers: who won, by how much, against the reference, what was client-bound."""
+    servers = dict.fromkeys(c.server for c in cells if c.server != REFERENCE_SERVER)
+    peaks = sorted((p for p in (peak(cells, s) for s in servers) if p is not None),
+                   key=lambda c: median(c, "requests_per_s"), reverse=True)
+    if not peaks:
+        return f"**{workload}**: no model under test produced a measurement."
+    best = peaks[0]
+    best_rps = median(best, "requests_per_s")
+    text = (f"**{workload}**: {best.server} had the highest throughput, {number(best_rps)} requests/s "
+            f"(median, at {best.connections} connections)")
+    if len(peaks) > 1:
+        second = peaks[1]
+        text += (f", {best_rps / median(second, 'requests_per_s'):.2f}× the runner-up {second.server} "
+                 f"({number(median(second, 'requests_per_s'))} at {second.connections})")
+    if (reference := peak(cells, REFERENCE_SERVER)) is not None:
+        text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))} "
+                 f"({best_rps / median(reference, 'requests_per_s'):.2f}× of it)")
+    same_load = [c for c in cells if c.connections == best.connections
+                 and median(c, "cpu_us_per_request") is not None and c.server != REFERENCE_SERVER]
+    if len(same_load) > 1:
+        low = min(same_load, key=lambda c: median(c, "cpu_us_per_request"))
+        high = max(same_load, key=lambda c: median(c, "cpu_us_per_request"))
+        text += (f"; at {best.connections} connections server CPU per request ran from "
+                 f"{median(low, 'cpu_us_per_request'):.1f} µs ({low.server}) to "
+                 f"{median(high, 'cpu_us_per_request'):.1f} µs ({high.server})")
+    bound = [f"{c.server}@{c.connections}" for c in cells if c.client_bound]
+    return text + f"; client-bound points: {', '.join(bound) if bound else 'none'}."
+
+
+def environment_lines(run: Run) -> list[str]:
+    env, config = run.environment, run.config
+    pins = (f"server on CPU {config['server_cpu']}, wrk on CPU {config['client_cpu']}"
+            if config["server_cpu"] != config["client_cpu"]
+            else f"server and wrk share CPU {config['server_cpu']} (single-CPU host)")
+    rows = {
+        "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
+        "pinning": pins, "Python": env["python"], "pyroute2": env["pyroute2"],
+        **env["tools"], "open-file limit": env["open_file_limit"]["soft"],
+        "runner": env["runner"], "git commit": env["git_commit"],
+    }
+    return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows.items())]
+
+
+def method_line(run: Run) -> str:
+    config = run.config
+    return (f"Profile `{config['profile']}`: {config['repeat']} repeat(s) of {config['duration_s']} s per point "
+            f"after a {config['warmup_s']} s warm-up per connection count (not recorded); wrk with "
+            f"{config['wrk_threads']} thread(s), {config['wrk_timeout_s']} s timeout. Cells: median "
+            f"[min–max] over the repeats. {CLIENT_BOUND_MARK} marks client-bound points: wrk used "
+            f"≥{SATURATED_CPU_SHARE:.0%} of its CPU while the server used less than that of its own, "
+            f"so the load generator set the pace; compare CPU per request there.")
+
+
+def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:
+    lines = [f"# swissknife benchmark `{run.name}`", "",
+             f"Run {run.status}: started {run.started_at}, finished {run.finished_at or '—'}, "
+             f"{len(run.records)} records.", "", "## Environment", "", *environment_lines(run), "",
+             method_line(run), ""]
+    for workload in run.config["workloads"]:
+        workload_cells = [c for c in cells if c.workload == workload["name"]]
+        if not workload_cells:
+            continue
+        lines += [f"## {workload['name']}", "",
+                  f"`GET {workload['path']}`, pipeline depth {workload['pipeline']}, "
+                  f"{'Connection: close' if workload['close'] else 'keep-alive'}.", "",
+                  verdict(workload["name"], workload_cells), ""]
+        for metric, (heading, _, _) in TABLES.items():
+            lines += [f"### {heading}", "", *table(workload_cells, metric), ""]
+        failures = [c for c in workload_cells if c.failed]
+        if failures:
+            lines += ["Failed points:", ""]
+            lines += [f"- {c.server} @ {c.connections}: {c.failed} failed — {c.failure}" for c in failures]
+            lines.append("")
+        for figure in plots.FIGURES:
+            path = plots.figure_path(plot_dir, workload["name"], figure).relative_to(report_dir)
+            lines += [f"![{workload['name']} {figure}]({path.as_posix()})", ""]
+    return "\n".join(lines)
+

@@ -1,0 +1,259 @@
+"""Runners start the servers and wrk: the one thing that differs between host and containers.
+
+Everything else in bench (verification, sampling, results, plots) talks to a
+`Runner` and never knows which one ran. A runner owns every process it starts
+and `stop()` must leave none behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bench import nginx
+from bench.config import REFERENCE_SERVER
+from bench.errors import BenchError, PointFailed
+from netns import ns
+from netns.config import Topology
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STOP_GRACE_S = 5.0
+LOG_TAIL_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ServerUsage:
+    """Cumulative figures over all the server's processes (workers, nginx master + worker)."""
+
+    cpu_user_s: float
+    cpu_sys_s: float
+    peak_rss_kib: int  # sum of each process's peak resident set
+    processes: int
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    stdout: str
+    stderr: str
+    returncode: int
+    cpu_s: float  # wrk's own user + sys CPU time
+
+
+class Runner(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise BenchError naming whatever this runner needs and lacks."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the tools as this runner runs them (wrk, nginx, ...)."""
+
+    def start_server(self, kind: str, host: str, port: int) -> None:
+        """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port."""
+
+    def server_exit_code(self) -> int | None:
+        """None while the server runs, else how it ended."""
+
+    def server_log(self) -> str:
+        """The tail of the server's output, for failure reasons."""
+
+    def server_usage(self) -> ServerUsage:
+        """CPU and memory of the running server, summed over its processes."""
+
+    def stop_server(self) -> None:
+        """Stop the server and everything it started; no-op when none runs."""
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+        """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
+
+    def stop(self) -> None:
+        """Kill everything this runner started (interrupts, errors)."""
+
+
+# tool -> Debian package that provides it
+PROCESS_TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
+
+
+class ProcessRunner:
+    """Servers and wrk as plain processes entered into the namespaces, each in its own process group."""
+
+    name = "process"
+
+    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int) -> None:
+        self.topo = topo
+        self.server_cpu = server_cpu
+        self.client_cpu = client_cpu
+        self._server: subprocess.Popen | None = None
+        self._scratch: Path | None = None  # the server's log and nginx's files
+        self._wrk: subprocess.Popen | None = None
+
+    def check(self) -> None:
+        for tool, package in PROCESS_TOOLS.items():
+            if shutil.which(tool) is None:
+                raise BenchError(f"{tool} is not installed: apt-get install {package}")
+
+    def versions(self) -> dict[str, str]:
+        def version(args: list[str]) -> str:
+            done = subprocess.run(args, capture_output=True, text=True)
+            line = (done.stdout + done.stderr).strip().splitlines()[0]  # both print to stderr
+            return re.sub(r"^nginx version: | Copyright.*$", "", line)
+        return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"])}
+
+    def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
+        if kind == REFERENCE_SERVER:
+            return nginx.prepare(scratch, host, port, _open_file_limit())
+        return [sys.executable, "-m", "servers", kind, "--host", host, "--port", str(port)]
+
+    def start_server(self, kind: str, host: str, port: int) -> None:
+        self.stop_server()
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-"))
+        command = self.server_command(kind, host, port, self._scratch)
+        with open(self._scratch / "server.log", "wb") as log:
+            self._server = ns.popen(
+                self.topo.server_ns, _pinned(self.server_cpu, command), cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def server_exit_code(self) -> int | None:
+        return None if self._server is None else self._server.poll()
+
+    def server_log(self) -> str:
+        if self._scratch is None:
+            return ""
+        return (self._scratch / "server.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+
+    def server_usage(self) -> ServerUsage:
+        if self._server is None or self._server.poll() is not None:
+            raise PointFailed("the server is not running")
+        stats = _process_tree(self._server.pid)
+        ticks = os.sysconf("SC_CLK_TCK")
+        # cutime/cstime carry the CPU of children that already exited and were reaped.
+        return ServerUsage(
+            cpu_user_s=sum(s["utime"] + s["cutime"] for s in stats) / ticks,
+            cpu_sys_s=sum(s["stime"] + s["cstime"] for s in stats) / ticks,
+            peak_rss_kib=sum(_peak_rss_kib(s["pid"]) for s in stats),
+            processes=len(stats),
+        )
+
+    def stop_server(self) -> None:
+        if self._server is not None:
+            _stop_group(self._server, signal.SIGTERM)
+            self._server = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+        # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            self._wrk = ns.popen(self.topo.client_ns, _pinned(self.client_cpu, args),
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+            try:
+                returncode, cpu_s = _wait_with_cpu(self._wrk, timeout_s)
+            finally:
+                _stop_group(self._wrk, signal.SIGKILL)
+                self._wrk = None
+            out.seek(0)
+            err.seek(0)
+            return WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                          returncode, cpu_s)
+
+    def stop(self) -> None:
+        if self._wrk is not None:
+            _stop_group(self._wrk, signal.SIGKILL)
+            self._wrk = None
+        self.stop_server()
+
+
+RUNNERS = {ProcessRunner.name: ProcessRunner}
+
+
+def _pinned(cpu: int, command: Sequence[str]) -> list[str]:
+    # taskset execs the command, so the pid we hold is the server's (or wrk's) own.
+    return ["taskset", "--cpu-list", str(cpu), *command]
+
+
+def _open_file_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _wait_with_cpu(process: subprocess.Popen, timeout_s: float) -> tuple[int, float]:
+    """Reap `process` with wait4 to learn its CPU time; PointFailed past the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it is reaped
+            return process.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed")
+        time.sleep(0.05)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Signal the process group, wait for the leader, then SIGKILL whatever is left of the group."""
+    _signal_group(process.pid, sig)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    _signal_group(process.pid, signal.SIGKILL)
+
+
+def _proc_stat(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/stat") as handle:
+        # comm (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return {"pid": pid, "ppid": int(fields[1]), "utime": int(fields[11]), "stime": int(fields[12]),
+            "cutime": int(fields[13]), "cstime": int(fields[14])}
+
+
+def _process_tree(root: int) -> list[dict[str, int]]:
+    """/proc/PID/stat figures of `root` and all its descendants, found by their parent links."""
+    stats: dict[int, dict[str, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = _proc_stat(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited while we looked
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat["ppid"], []).append(stat["pid"])
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        if pid in stats:
+            tree.append(stats[pid])
+            pending.extend(children.get(pid, []))
+    return tree
+
+
+def _peak_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0

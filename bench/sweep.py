@@ -1,0 +1,145 @@
+"""The sweep: every point of the plan, through a runner, into records.
+
+A server is started fresh for each (server, workload), verified, and reused
+across that pair's connection counts and repeats; it is warmed up once per
+connection count (the warm-up is not recorded). If it dies, the point it died
+in fails and the next point starts it again (and verifies it again).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from bench import verify, wrk
+from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
+from bench.errors import PointFailed
+from bench.results import Record
+from bench.runners import Runner, ServerUsage, WrkRun
+from netns import ns
+from netns.config import Topology
+from netns.topology import counters
+
+WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
+              on_record: Callable[[Record], None]) -> None:
+    """Measure every point of `config`, handing each record to `on_record`; stop everything at the end."""
+    current: tuple[str, Workload] | None = None
+    broken: str | None = None  # why the current server cannot be benchmarked
+    warmed: set[int] = set()
+    port = 0
+    try:
+        for point in plan(config):
+            server_died = broken is None and runner.server_exit_code() is not None
+            if (point.server, point.workload) != current or server_died:
+                current = (point.server, point.workload)
+                port, broken = start_verified(runner, topo, config, point)
+                warmed = set()
+            if broken is not None:
+                on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
+                                 status="failed", failure=broken, started_at=now()))
+                continue
+            try:
+                if point.connections not in warmed:
+                    run_wrk(runner, topo, config, point, port, config.warmup_s)
+                    warmed.add(point.connections)
+                record = measure(runner, topo, config, point, port)
+            except PointFailed as failure:
+                record = Record(point.server, point.workload.name, point.connections, point.repeat,
+                                status="failed", failure=str(failure), started_at=now())
+            on_record(record)
+    finally:
+        runner.stop()
+
+
+def free_port(topo: Topology) -> int:
+    """A port nothing listens on at the server address (a fresh one per start: no TIME_WAIT clashes)."""
+    with ns.inside(topo.server_ns), socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind((topo.server_addr, 0))
+        return probe.getsockname()[1]
+
+
+def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point) -> tuple[int, str | None]:
+    """Start the point's server and check its answers; (port, None) or (port, why it is unusable)."""
+    port = free_port(topo)
+    runner.start_server(point.server, topo.server_addr, port)
+    problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
+    if problem is None:
+        try:
+            if found := verify.problems(topo, port, point.workload):
+                problem = "verification failed: " + "; ".join(found)
+        except (OSError, http.client.HTTPException) as error:
+            problem = f"verification failed: {error!r}"
+    if problem is not None:
+        problem = with_server_log(runner, problem)
+        runner.stop_server()
+    return port, problem
+
+
+def with_server_log(runner: Runner, reason: str) -> str:
+    log = " | ".join(runner.server_log().splitlines()[-3:])
+    return f"{reason} (server output: {log})" if log else reason
+
+
+def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int,
+            duration_s: int) -> WrkRun:
+    """One bounded wrk run that both sides survived, else PointFailed."""
+    args = wrk.command(wrk.url(topo.server_addr, port, point.workload.path), point.workload,
+                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s)
+    run = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
+    if (code := runner.server_exit_code()) is not None:
+        raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))
+    if run.returncode != 0:
+        raise PointFailed(f"wrk exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
+    return run
+
+
+def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
+    started_at = now()
+    server_before, veth_before = runner.server_usage(), counters(topo)
+    run = run_wrk(runner, topo, config, point, port, config.duration_s)
+    veth_after, server_after = counters(topo), runner.server_usage()
+    try:
+        report = wrk.parse(run.stdout)
+    except ValueError as error:
+        raise PointFailed(str(error)) from None
+    if report.requests == 0:
+        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
+    veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
+    return to_record(point, started_at, report, server_before, server_after, run.cpu_s, veth)
+
+
+def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
+              after: ServerUsage, client_cpu_s: float, veth: dict[str, int]) -> Record:
+    """Derive every metric of one measured run (pure)."""
+    duration_s = report.duration_us / 1e6
+    user_s = after.cpu_user_s - before.cpu_user_s
+    sys_s = after.cpu_sys_s - before.cpu_sys_s
+    server_share = (user_s + sys_s) / duration_s
+    client_share = client_cpu_s / duration_s
+    per_request_us = 1e6 / report.requests
+    latency = report.latency_us
+    return Record(
+        point.server, point.workload.name, point.connections, point.repeat, status="ok",
+        started_at=started_at,
+        requests=report.requests, duration_s=duration_s, requests_per_s=report.requests / duration_s,
+        bytes=report.bytes, **{f"errors_{kind}": count for kind, count in report.errors.items()},
+        **{f"latency_{name}_us": value for name, value in latency.items()},
+        server_cpu_user_s=user_s, server_cpu_sys_s=sys_s, server_cpu_share=server_share,
+        cpu_us_per_request=(user_s + sys_s) * per_request_us,
+        cpu_user_us_per_request=user_s * per_request_us, cpu_sys_us_per_request=sys_s * per_request_us,
+        server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
+        client_cpu_s=client_cpu_s, client_cpu_share=client_share,
+        client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
+        **{f"veth_{key}": value for key, value in veth.items()},
+        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
+        veth_consistent=veth["tx_bytes"] >= report.bytes > 0,
+    )
