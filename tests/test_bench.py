@@ -1,0 +1,230 @@
+"""The benchmark pipeline end to end: real namespaces, real servers, real wrk and nginx, as root."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.cli import check_topology  # noqa: E402
+from bench.config import WORKLOADS, SweepConfig  # noqa: E402
+from bench.errors import BenchError  # noqa: E402
+from bench.results import Record, schema  # noqa: E402
+from bench.runners import ProcessRunner  # noqa: E402
+from bench.sweep import run_sweep  # noqa: E402
+from netns.config import Topology  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces, pinning and nginx need root")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def topology():
+    subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], check=True, capture_output=True)
+
+
+def bench(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+# --- processes, as /proc shows them -----------------------------------------------------------
+
+def stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after comm: [state, ppid, pgrp, session, ...]; None once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def descendants(root: int) -> dict[int, str]:
+    """pid -> command line of every live descendant of `root`."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        if fields_ := stat(int(entry)):
+            children.setdefault(int(fields_[1]), []).append(int(entry))
+    found, pending = {}, list(children.get(root, []))
+    while pending:
+        pid = pending.pop()
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def wait_for_descendant(root: int, needle: str, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, command in descendants(root).items():
+            if needle in command:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no descendant running {needle!r} within {timeout} s")
+
+
+# --- a smoke sweep and everything made from it --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    code, output = finish(bench("--profile", "smoke", "--servers", "epoll", "blocking",
+                                "--connections", "4", "16", "--repeat", "2", "--out", str(out)))
+    assert code == 0, output
+    return out
+
+
+def test_smoke_sweep_writes_every_output(smoke_run):
+    plots = {p.name for p in (smoke_run / "plots").iterdir()}
+    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu")}
+    assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
+    report = (smoke_run / "report.md").read_text()
+    assert "**plaintext**: " in report and "had the highest throughput" in report
+    for name in ("epoll", "blocking", "nginx", "plots/plaintext-requests.png"):
+        assert name in report
+
+
+def test_results_match_schema_and_csv(smoke_run):
+    document = json.loads((smoke_run / "results.json").read_text())
+    jsonschema.validate(document, schema())
+    assert document["status"] == "complete"
+    assert document["environment"]["tools"]["nginx"].startswith("nginx/")
+    rows = list(csv.DictReader((smoke_run / "results.csv").open()))
+    assert len(rows) == len(document["records"]) == 3 * 2 * 2  # servers x connections x repeats
+    assert list(rows[0]) == [f.name for f in fields(Record)]
+
+
+def test_every_point_is_measured_and_crossed_the_veth(smoke_run):
+    records = json.loads((smoke_run / "results.json").read_text())["records"]
+    assert {r["server"] for r in records} == {"epoll", "blocking", "nginx"}
+    for r in records:
+        point = f"{r['server']}@{r['connections']}#{r['repeat']}"
+        assert r["status"] == "ok", point
+        assert r["requests"] > 0 and r["requests_per_s"] > 0, point
+        assert r["cpu_us_per_request"] > 0 and r["server_cpu_user_s"] + r["server_cpu_sys_s"] > 0, point
+        assert r["server_peak_rss_kib"] > 0 and r["client_cpu_s"] > 0, point
+        # every byte wrk read left the server through swissknife0, plus IPv6/TCP headers
+        assert r["veth_tx_bytes"] >= r["bytes"] > 0 and r["veth_consistent"], point
+        assert r["veth_rx_packets"] > 0 and r["veth_tx_per_wrk_byte"] >= 1, point
+    nginx = [r for r in records if r["server"] == "nginx"]
+    assert all(r["server_processes"] == 2 for r in nginx)  # master + worker, both counted
+
+
+def test_plot_redraws_from_results_json_alone(smoke_run):
+    before = {p.name: p.read_bytes() for p in (smoke_run / "plots").iterdir()}
+    report = (smoke_run / "report.md").read_text()
+    for path in (smoke_run / "plots").iterdir():
+        path.unlink()
+    (smoke_run / "report.md").unlink()
+    code, output = finish(bench("plot", str(smoke_run)))
+    assert code == 0, output
+    assert {p.name: p.read_bytes() for p in (smoke_run / "plots").iterdir()} == before
+    assert (smoke_run / "report.md").read_text() == report
+
+
+def test_compare_prints_per_point_ratios(smoke_run):
+    code, output = finish(bench("compare", str(smoke_run), str(smoke_run)))
+    assert code == 0, output
+    assert output.count("1.00") >= 3 * 2 * 4  # every cell, every metric: a run against itself
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+def test_killed_server_fails_its_point_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "run"
+    sweep = bench("--servers", "epoll", "--connections", "4", "8", "--duration", "1", "--repeat", "2",
+                  "--out", str(out))
+    server = wait_for_descendant(sweep.pid, "-m servers epoll")
+    wait_for_descendant(sweep.pid, "wrk ")  # killed under load
+    os.kill(server, signal.SIGKILL)
+    code, output = finish(sweep)
+    assert code == 1, output  # finished, with a failed point
+    document = json.loads((out / "results.json").read_text())
+    assert document["status"] == "complete"
+    epoll = [r for r in document["records"] if r["server"] == "epoll"]
+    assert epoll[0]["status"] == "failed" and "exited with code -9" in epoll[0]["failure"]
+    assert all(r["status"] == "ok" and r["requests"] > 0 for r in epoll[1:])  # restarted
+    assert len(document["records"]) == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
+    out = tmp_path / "run"
+    sweep = bench("--servers", "epoll", "--connections", "4", "--duration", "2", "--repeat", "5",
+                  "--out", str(out))
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + 60
+    while not (out / "results.json").exists() or not json.loads((out / "results.json").read_text())["records"]:
+        assert time.monotonic() < deadline and sweep.poll() is None, "no point finished"
+        seen |= descendants(sweep.pid)
+        time.sleep(0.05)
+    seen |= descendants(sweep.pid)
+    assert any("-m servers epoll" in c for c in seen.values())
+    # The sessions bench gave its servers and wrk runs (not ours, which bench itself shares).
+    sessions = {int(fields_[3]) for pid in seen if (fields_ := stat(pid))} - {os.getsid(0)}
+    assert sessions
+    sweep.send_signal(signum)
+    code, output = finish(sweep, timeout=30)
+    assert code == 128 + signum, output
+    alive = {pid for pid in seen if stat(pid) and stat(pid)[0] != "Z"}
+    in_our_sessions = [e for e in filter(str.isdigit, os.listdir("/proc"))
+                       if (fields_ := stat(int(e))) and int(fields_[3]) in sessions]
+    assert not alive and not in_our_sessions, (alive, in_our_sessions)
+    document = json.loads((out / "results.json").read_text())
+    jsonschema.validate(document, schema())
+    assert document["status"] == "interrupted" and document["records"][0]["status"] == "ok"
+
+
+class WrongServerRunner(ProcessRunner):
+    """Starts Python's http.server for kind "wrong": a real server that answers / with a directory listing."""
+
+    def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
+        if kind == "wrong":
+            return [sys.executable, "-m", "http.server", "--bind", host, "--directory", str(scratch), str(port)]
+        return super().server_command(kind, host, port, scratch)
+
+
+def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():
+    config = SweepConfig(profile="test", servers=("wrong",), workloads=(WORKLOADS["bytes-64k"],),
+                         connections=(4, 8), duration_s=1, warmup_s=1, repeat=1)
+    records: list[Record] = []
+    runner = WrongServerRunner(Topology(), server_cpu=0, client_cpu=1)
+    started = time.monotonic()
+    run_sweep(config, runner, Topology(), records.append)
+    assert time.monotonic() - started < 5  # no wrk run
+    assert [r.status for r in records] == ["failed", "failed"]
+    failure = records[0].failure
+    assert failure.startswith("verification failed") and "Content-Type" in failure, failure
+    assert "/bytes/65536: status 404" in failure, failure
+    assert all(r.requests is None for r in records)
+    assert runner.server_exit_code() is None  # stopped, nothing left running
+
+
+def test_missing_topology_names_the_command_that_creates_it():
+    with pytest.raises(BenchError, match=r"run: sudo python3 netns/setup.py up"):
+        check_topology(Topology(server_ns="sk-absent-a", client_ns="sk-absent-b"))
+
+
+def test_unknown_names_are_usage_errors_listing_the_valid_ones():
+    code, output = finish(bench("--servers", "epoll", "nosuch"))
+    assert code == 2 and "unknown server(s) nosuch" in output and "epoll-pool" in output and "nginx" in output
+    code, output = finish(bench("--workloads", "nosuch"))
+    assert code == 2 and "unknown workload(s) nosuch" in output and "pipeline-16" in output
