@@ -3,8 +3,8 @@
 # `python3 -m bench` options, then exec it so its exit status (the sweep's) is
 # the container's and `docker compose up bench` reports it unmasked.
 #   BENCH_PROFILE      smoke|quick|full (default quick)
-#   BENCH_SERVERS      server kinds, e.g. "epoll poll" (words become arguments)
-#   BENCH_CONNECTIONS  connection counts, e.g. "10 100"
+#   BENCH_SERVERS      server kinds, e.g. "epoll poll" or "epoll,poll"
+#   BENCH_CONNECTIONS  connection counts, e.g. "10 100" or "10,100"
 #   BENCH_DURATION     seconds per wrk run
 #   BENCH_REPEAT       repeats per point
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
@@ -12,11 +12,11 @@ set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
 
 args=(--runner docker --profile "${BENCH_PROFILE:-quick}")
-# Unquoted on purpose: "epoll poll" is two arguments.
+# Unquoted on purpose: "epoll poll" (or "epoll,poll") is two arguments.
 # shellcheck disable=SC2206
-[ -z "${BENCH_SERVERS:-}" ] || args+=(--servers $BENCH_SERVERS)
+[ -z "${BENCH_SERVERS:-}" ] || args+=(--servers ${BENCH_SERVERS//,/ })
 # shellcheck disable=SC2206
-[ -z "${BENCH_CONNECTIONS:-}" ] || args+=(--connections $BENCH_CONNECTIONS)
+[ -z "${BENCH_CONNECTIONS:-}" ] || args+=(--connections ${BENCH_CONNECTIONS//,/ })
 [ -z "${BENCH_DURATION:-}" ] || args+=(--duration "$BENCH_DURATION")
 [ -z "${BENCH_REPEAT:-}" ] || args+=(--repeat "$BENCH_REPEAT")
 
