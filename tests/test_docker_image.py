@@ -308,6 +308,30 @@ def test_compose_netns_service_reports_status(image, topology):
     assert "swissknife0" in done.stdout
 
 
+def test_compose_netns_service_builds_and_removes_a_topology_on_the_host(image):
+    """`docker compose run --rm netns up|down` acts on the host (rshared), leaving nothing behind.
+
+    Uses its own names and prefix so the default topology, if up, is untouched.
+    """
+    if not NETNS_SETUP.exists():
+        pytest.skip("netns/setup.py is not in the repo yet")
+    tag = uuid.uuid4().hex[:4]
+    names = {"server-ns": f"skd{tag}-s", "client-ns": f"skd{tag}-c", "server-if": f"skd{tag}0",
+             "client-if": f"skd{tag}1", "server-addr": "fd00:5d::1", "client-addr": "fd00:5d::2"}
+    opts = [f"--{key}={value}" for key, value in names.items()]
+    try:
+        up = compose("run", "--rm", "netns", "up", *opts, check=False)
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        assert Path(f"/run/netns/{names['server-ns']}").exists(), "the namespace did not reach the host"
+        assert compose("run", "--rm", "netns", "status", *opts, check=False).returncode == 0
+    finally:
+        down = compose("run", "--rm", "netns", "down", *opts, check=False)
+    assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
+    assert not any(Path(f"/run/netns/{names[k]}").exists() for k in ("server-ns", "client-ns"))
+    assert f"skd{tag}" not in Path("/proc/self/mountinfo").read_text(), "a namespace mount was left behind"
+    assert not Path(f"/sys/class/net/{names['server-if']}").exists()
+
+
 def test_install_engine_is_idempotent():
     if os.geteuid() != 0:
         pytest.skip("docker/install-engine.sh runs as root")
