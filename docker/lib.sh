@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the docker/ scripts. Sourced, not executed.
 
 # Print an error that says what to do, then stop.
