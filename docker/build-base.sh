@@ -54,6 +54,15 @@ debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 |
 }
 rm -f "$rootfs.log"
 
+# Same suites as the registry image: the release, its updates and, when the
+# host has a security archive configured, trixie-security from it.
+{
+    echo "deb $mirror $suite main"
+    echo "deb $mirror $suite-updates main"
+    security=$(debian_security_mirror)
+    [ -z "$security" ] || echo "deb $security $suite-security main"
+} >"$rootfs/etc/apt/sources.list"
+
 # Make it "slim" like the registry image: no docs, man pages or translations
 # now or in later apt installs, and no apt caches left in layers.
 cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'CFG'

@@ -1,6 +1,9 @@
 # shellcheck shell=bash
 # Shared helpers for the docker/ scripts. Sourced, not executed.
 
+# Under set -e a failing command would end the script silently: name it.
+trap 'echo "error: $(basename "$0") line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
+
 # Print an error that says what to do, then stop.
 die() {
     echo "error: $*" >&2
@@ -35,6 +38,23 @@ debian_mirror() {
     fi
     [ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list; configure apt first"
     echo "${uri%/}"
+}
+
+# debian_security_mirror: print the host's Debian security archive URI, or
+# nothing when apt has none configured.
+debian_security_mirror() {
+    {
+        awk '
+            FNR == 1 { u = "" }
+            /^[[:space:]]*#/ { next }
+            /^[[:space:]]*$/ { u = ""; next }
+            tolower($1) == "uris:" { u = $2 }
+            tolower($1) == "suites:" && u != "" { for (i = 2; i <= NF; i++) if ($i ~ /-security$/) { print u; exit } }
+        ' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
+        awk '$1 == "deb" && $0 ~ /-security/ {
+                i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                print $i; exit }' /etc/apt/sources.list 2>/dev/null || true
+    } | head -n1 | sed 's:/*$::' || true
 }
 
 # docker_answers: true when a Docker daemon responds to the CLI on PATH.
