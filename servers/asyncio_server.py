@@ -5,7 +5,7 @@ import importlib
 import importlib.util
 import socket
 
-from servers.base import Outbox, Server, Settings, UsageError
+from servers.base import Outbox, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
 from servers.http import HttpConnection
 
 
@@ -71,7 +71,16 @@ class AsyncioServer(Server):
         return super().create(settings)
 
     def serve(self) -> None:
+        # uvloop swallows exceptions raised inside its callbacks, Shutdown too
+        # (say, in a /sleep handler): stop the loop as well, and keep it quiet.
+        install_shutdown_handlers(also=self.loop.stop)
+        self.loop.set_exception_handler(self._report)
         self.loop.run_forever()
+
+    @staticmethod
+    def _report(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if not isinstance(context.get("exception"), Shutdown):
+            loop.default_exception_handler(context)
 
     def close(self) -> None:
         for transport in list(self.transports):

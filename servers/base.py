@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,10 +46,14 @@ class Shutdown(SystemExit):
     """Raised in the main thread by SIGTERM/SIGINT; unwinds whatever it interrupts, exit status 0."""
 
 
-def install_shutdown_handlers() -> None:
+def install_shutdown_handlers(also: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT raise Shutdown in the main thread, after calling `also` (if given)."""
+
     def shut_down(signum: int, frame: object) -> None:
         for number in SHUTDOWN_SIGNALS:  # a repeated signal must not interrupt the cleanup
             signal.signal(number, signal.SIG_IGN)
+        if also:
+            also()
         raise Shutdown(0)
 
     for number in SHUTDOWN_SIGNALS:
@@ -62,9 +66,13 @@ def block_shutdown_signals() -> None:
 
 
 def raise_open_file_limit() -> None:
+    """Soft limit up to the hard one, so thousands of connections can be held."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:  # an unlimited hard limit is above the kernel's nr_open
+            warn_once("rlimit", f"open-file limit stays at {soft}: {error}")
 
 
 _warned: set[str] = set()
@@ -253,8 +261,9 @@ class Server:
         peer.close()
 
     def close(self) -> None:
+        # Shutdown may have interrupted any step of the bookkeeping: just close the sockets.
         for peer in list(self.peers.values()):
-            self.drop(peer)
+            peer.sock.close()
         self.listener.close()
 
 

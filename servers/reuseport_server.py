@@ -81,6 +81,9 @@ class ReuseportServer:
             except ProcessLookupError:
                 pass
         for pid in self.workers:
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:  # reaped just before the signal came
+                pass
         for listener in self.listeners:
             listener.close()
