@@ -33,7 +33,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def usage_problem(args: argparse.Namespace) -> str | None:
     if args.kind not in KINDS:
-        return f"unknown kind {args.kind!r}; kinds: {', '.join(KINDS)}"
+        given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
+        return f"{given}; kinds: {', '.join(KINDS)}"
     if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
         return "--workers takes a positive count, for reuseport and epoll-pool only"
     if args.uvloop and args.kind != "asyncio":
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servers: cannot listen on {args.host} port {args.port}: {reason}", file=sys.stderr)
         return 1
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on {host}:{args.port} kind={args.kind} pid={os.getpid()}", flush=True)
+    print(f"listening on {host}:{server.port} kind={args.kind} pid={os.getpid()}", flush=True)
     run_until_shutdown(server)
     return 0
 

@@ -221,6 +221,10 @@ class Server:
     def create(cls, settings: Settings) -> Server:
         return cls(open_listener(settings), settings)
 
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
     def serve(self) -> None:
         raise NotImplementedError
 
@@ -321,6 +325,7 @@ class ServerModel(Protocol):
     """The shape of every model class, the one reuseport included."""
 
     takes_workers: bool
+    port: int  # the bound port, which -p 0 leaves to the kernel
 
     @classmethod
     def create(cls, settings: Settings) -> ServerModel: ...

@@ -25,6 +25,10 @@ class ReuseportServer:
         self.settings = settings
         self.workers: list[int] = []
 
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
     @classmethod
     def create(cls, settings: Settings) -> ReuseportServer:
         # Bound here, in the parent, so a bad address fails once and clearly.
