@@ -6,9 +6,9 @@ connection when it is reported, so no two workers ever handle one socket;
 the worker re-arms it when done, with EPOLLOUT only while a response is pending.
 """
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from select import EPOLLONESHOT
-import socket
 
 from servers.base import READ, Peer, Settings, block_shutdown_signals
 from servers.epoll_server import EpollServer
