@@ -45,15 +45,33 @@ class Interrupted(BaseException):
         self.exit_code = 128 + signum
 
 
-def raise_interrupted(signum: int, _frame: object) -> None:
-    if os.getpid() != MAIN_PID:
-        # A child forked by a library (pyroute2's NetNS does) inherited this handler:
-        # it must simply die, not unwind into the sweep and stop our processes.
-        os._exit(128 + signum)
-    # Ignore further signals: a second Ctrl-C must not cut the cleanup short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Interrupted(signum)
+class SignalStop:
+    """Turns the first SIGINT/SIGTERM into Interrupted in bench's own process.
+
+    Python drops an exception raised inside some callbacks (the at-fork hooks
+    that run around every ns.popen), so the signal is also remembered and
+    `check()` raises it again after the point in progress.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if os.getpid() != MAIN_PID:
+            # A child forked by a library (pyroute2's NetNS does) inherited this handler:
+            # it must simply die, not unwind into the sweep and stop our processes.
+            os._exit(128 + signum)
+        if self.signum is None:  # a second Ctrl-C must not cut the cleanup short
+            self.signum = signum
+            raise Interrupted(signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
 
 def server_kinds() -> list[str]:
@@ -144,6 +162,7 @@ def point_line(record: Record) -> str:
         return f"{where}  [red]FAILED[/red] {record.failure}"
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
+                             (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
                              ("veth-mismatch", not record.veth_consistent)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
@@ -181,8 +200,8 @@ def sweep_command(argv: list[str]) -> int:
     points = plan(config)
     console.print(f"{len(points)} points, {len(config.servers)} servers, results in {out}")
     started = time.monotonic()
-    signal.signal(signal.SIGINT, raise_interrupted)
-    signal.signal(signal.SIGTERM, raise_interrupted)
+    stop = SignalStop()
+    stop.install()
     try:
         with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
@@ -193,14 +212,15 @@ def sweep_command(argv: list[str]) -> int:
                 save(out, run)
                 progress.console.print(point_line(record), highlight=False, soft_wrap=True)
                 progress.advance(task)
+                stop.check()
 
             run_sweep(config, runner, topo, on_record)
-    except Interrupted as stop:
+    except Interrupted as interrupted:
         run.status, run.finished_at = "interrupted", now()
         save(out, run)
-        console.print(f"{stop}: sweep stopped, {len(run.records)} records kept in {out} "
+        console.print(f"{interrupted}: sweep stopped, {len(run.records)} records kept in {out} "
                       f"(redraw: python3 -m bench plot {out})")
-        return stop.exit_code
+        return interrupted.exit_code
     run.status, run.finished_at = "complete", now()
     save(out, run)
     write_outputs(out)

@@ -10,6 +10,9 @@ REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
 # the server used less than this share of its own: the load generator, not the
 # server, set the throughput.
 SATURATED_CPU_SHARE = 0.9
+# Other processes on the machine used at least this many CPUs' worth during a
+# run: the point was disturbed (the shared 2-core hosts see this often).
+DISTURBED_CPU_SHARE = 0.1
 
 
 @dataclass(frozen=True)

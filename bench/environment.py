@@ -44,6 +44,8 @@ def collect(runner: Runner) -> dict:
         "runner": runner.name,
         "tools": runner.versions(),
     }
-    if IMAGE_VERSIONS.exists():
+    if image := runner.image():
+        environment["image"] = image
+    elif IMAGE_VERSIONS.exists():  # bench itself runs in the image
         environment["image"] = json.loads(IMAGE_VERSIONS.read_text())
     return environment

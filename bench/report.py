@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import plots
-from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE
+from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE
 from bench.results import Run
 from bench.summary import METRICS, Cell, Spread, median
 
 CLIENT_BOUND_MARK = "†"
+DISTURBED_MARK = "‡"
 # table metric -> (heading, unit divisor, decimals)
 TABLES = {
     "requests_per_s": ("requests/s", 1, 0),
@@ -35,8 +36,8 @@ def cell_text(cell: Cell | None, metric: str) -> str:
     if value is None:
         return "failed"
     _, divisor, decimals = TABLES[metric]
-    mark = f" {CLIENT_BOUND_MARK}" if cell.client_bound else ""
-    return spread_text(value, divisor, decimals) + mark
+    marks = CLIENT_BOUND_MARK * bool(cell.client_bound) + DISTURBED_MARK * bool(cell.disturbed)
+    return spread_text(value, divisor, decimals) + (f" {marks}" if marks else "")
 
 
 def table(cells: list[Cell], metric: str) -> list[str]:
@@ -108,7 +109,8 @@ def method_line(run: Run) -> str:
             f"{config['wrk_threads']} thread(s), {config['wrk_timeout_s']} s timeout. Cells: median "
             f"[min–max] over the repeats. {CLIENT_BOUND_MARK} marks client-bound points: wrk used "
             f"≥{SATURATED_CPU_SHARE:.0%} of its CPU while the server used less than that of its own, "
-            f"so the load generator set the pace; compare CPU per request there.")
+            f"so the load generator set the pace; compare CPU per request there. {DISTURBED_MARK} marks "
+            f"points where other processes on the machine used ≥{DISTURBED_CPU_SHARE} CPU during a repeat.")
 
 
 def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:

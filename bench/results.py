@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jsonschema
 
+from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
@@ -66,6 +67,7 @@ class Record:
     client_cpu_s: float | None = None
     client_cpu_share: float | None = None
     client_bound: bool | None = None
+    other_cpu_share: float | None = None  # CPUs' worth used by other processes during the run
     # swissknife0, the server end of the veth pair (tx: server -> client)
     veth_rx_bytes: int | None = None
     veth_tx_bytes: int | None = None
@@ -78,6 +80,10 @@ class Record:
     def wrk_errors(self) -> int:
         """All of wrk's error counters together (connect, read, write, status, timeout)."""
         return sum(getattr(self, f.name) or 0 for f in fields(self) if f.name.startswith("errors_"))
+
+    @property
+    def disturbed(self) -> bool:
+        return (self.other_cpu_share or 0) >= DISTURBED_CPU_SHARE
 
 
 @dataclass

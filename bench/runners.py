@@ -59,6 +59,9 @@ class Runner(Protocol):
     def versions(self) -> dict[str, str]:
         """Versions of the tools as this runner runs them (wrk, nginx, ...)."""
 
+    def image(self) -> dict | None:
+        """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
+
     def start_server(self, kind: str, host: str, port: int) -> None:
         """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port."""
 
@@ -110,10 +113,11 @@ class ProcessRunner:
             return re.sub(r"^nginx version: | Copyright.*$", "", line)
         return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"])}
 
+    def image(self) -> dict | None:
+        return None
+
     def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
-        if kind == REFERENCE_SERVER:
-            return nginx.prepare(scratch, host, port, _open_file_limit())
-        return [sys.executable, "-m", "servers", kind, "--host", host, "--port", str(port)]
+        return server_command(kind, host, port, scratch, sys.executable)
 
     def start_server(self, kind: str, host: str, port: int) -> None:
         self.stop_server()
@@ -176,7 +180,19 @@ class ProcessRunner:
         self.stop_server()
 
 
-RUNNERS = {ProcessRunner.name: ProcessRunner}
+def docker_runner(topo: Topology, server_cpu: int, client_cpu: int) -> Runner:
+    from bench.docker_runner import DockerRunner  # lazy: it imports this module, and the Docker SDK
+    return DockerRunner(topo, server_cpu, client_cpu)
+
+
+RUNNERS = {ProcessRunner.name: ProcessRunner, "docker": docker_runner}
+
+
+def server_command(kind: str, host: str, port: int, scratch: Path, python: str) -> list[str]:
+    """The server's argv (nginx's files written into `scratch`); `python` runs the Python servers."""
+    if kind == REFERENCE_SERVER:
+        return nginx.prepare(scratch, host, port, _open_file_limit())
+    return [python, "-m", "servers", kind, "--host", host, "--port", str(port)]
 
 
 def _pinned(cpu: int, command: Sequence[str]) -> list[str]:

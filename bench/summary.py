@@ -33,6 +33,7 @@ class Cell:
     ok: int
     failed: int
     client_bound: int  # repeats flagged client-bound
+    disturbed: int  # repeats during which other processes used CPU
     failure: str | None  # the first failure's reason
 
     @property
@@ -58,6 +59,7 @@ def summarize(records: list[Record]) -> list[Cell]:
             workload, server, connections,
             stats={metric: spread(getattr(r, metric) for r in ok) for metric in METRICS},
             ok=len(ok), failed=len(failures), client_bound=sum(bool(r.client_bound) for r in ok),
+            disturbed=sum(r.disturbed for r in ok),
             failure=failures[0] if failures else None,
         ))
     return cells

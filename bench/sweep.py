@@ -9,6 +9,7 @@ in fails and the next point starts it again (and verifies it again).
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -43,11 +44,9 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
                 current = (point.server, point.workload)
                 port, broken = start_verified(runner, topo, config, point)
                 warmed = set()
-            if broken is not None:
-                on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
-                                 status="failed", failure=broken, started_at=now()))
-                continue
             try:
+                if broken is not None:
+                    raise PointFailed(broken)
                 if point.connections not in warmed:
                     run_wrk(runner, topo, config, point, port, config.warmup_s)
                     warmed.add(point.connections)
@@ -58,6 +57,13 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
             on_record(record)
     finally:
         runner.stop()
+
+
+def host_busy_s() -> float:
+    """CPU seconds all CPUs of the machine have spent not idle (first line of /proc/stat)."""
+    with open("/proc/stat") as handle:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, handle.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port(topo: Topology) -> int:
@@ -104,9 +110,9 @@ def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
 
 def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
     started_at = now()
-    server_before, veth_before = runner.server_usage(), counters(topo)
+    server_before, veth_before, host_before = runner.server_usage(), counters(topo), host_busy_s()
     run = run_wrk(runner, topo, config, point, port, config.duration_s)
-    veth_after, server_after = counters(topo), runner.server_usage()
+    host_after, veth_after, server_after = host_busy_s(), counters(topo), runner.server_usage()
     try:
         report = wrk.parse(run.stdout)
     except ValueError as error:
@@ -114,11 +120,12 @@ def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
     if report.requests == 0:
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
     veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
-    return to_record(point, started_at, report, server_before, server_after, run.cpu_s, veth)
+    return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
+                     host_after - host_before, veth)
 
 
 def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, client_cpu_s: float, veth: dict[str, int]) -> Record:
+              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int]) -> Record:
     """Derive every metric of one measured run (pure)."""
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
@@ -139,6 +146,8 @@ def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: Serv
         server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
         client_cpu_s=client_cpu_s, client_cpu_share=client_share,
         client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
+        # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
+        other_cpu_share=max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s,
         **{f"veth_{key}": value for key, value in veth.items()},
         veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
         veth_consistent=veth["tx_bytes"] >= report.bytes > 0,

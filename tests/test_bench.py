@@ -228,3 +228,17 @@ def test_unknown_names_are_usage_errors_listing_the_valid_ones():
     assert code == 2 and "unknown server(s) nosuch" in output and "epoll-pool" in output and "nginx" in output
     code, output = finish(bench("--workloads", "nosuch"))
     assert code == 2 and "unknown workload(s) nosuch" in output and "pipeline-16" in output
+
+
+def test_pipelining_and_churn_change_what_crosses_the_veth():
+    config = SweepConfig(profile="test", servers=("nginx",),
+                         workloads=(WORKLOADS["plaintext"], WORKLOADS["pipeline-16"], WORKLOADS["churn"]),
+                         connections=(8,), duration_s=1, warmup_s=1, repeat=1)
+    records: list[Record] = []
+    run_sweep(config, ProcessRunner(Topology(), server_cpu=0, client_cpu=1), Topology(), records.append)
+    assert [r.status for r in records] == ["ok"] * 3, [r.failure for r in records]
+    plain, pipelined, churn = (r.veth_rx_packets / r.requests for r in records)
+    # 16 requests per write: far fewer client packets per request than one request per write
+    assert pipelined < 0.75 * plain, (pipelined, plain)
+    # a new connection per request: SYN, request, ACKs and FIN each time
+    assert churn > 2 * plain, (churn, plain)

@@ -1,0 +1,200 @@
+"""The docker runner: each server and each wrk run in its own container, joined to a namespace.
+
+Containers come from one image (env SWISSKNIFE_IMAGE, default swissknife:latest)
+and are started, watched and removed through the Docker SDK for Python. Each
+runs in the host's network namespace with the host's /run/netns (rslave) and
+enters sk-server or sk-client with the image's docker/in-netns.sh (nsenter:
+CAP_SYS_ADMIN, the only capability added), pinned with a cpuset. CPU figures
+come from the container's cgroup, so they cover every process inside it.
+
+No host path is bind-mounted except /run/netns: nginx's files are copied into
+the server container, so bench works the same on the host and inside the
+compose `bench` container.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import shutil
+import sys
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+from docker.models.containers import Container
+from docker.types import Mount, Ulimit
+
+from bench.errors import BenchError, PointFailed
+from bench.runners import LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun, server_command
+from netns.config import Topology
+from netns.ns import NETNS_RUN_DIR
+
+IMAGE_ENV = "SWISSKNIFE_IMAGE"
+DEFAULT_IMAGE = "swissknife:latest"
+IMAGE_VERSIONS = "/etc/swissknife-versions.json"  # written at image build time (docker/Dockerfile)
+ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of ours carries
+RUN_LABEL = "swissknife.run"  # the runner that started it
+# The scratch directory keeps its path inside the container, whose /tmp exists:
+# nginx's config names files by absolute path.
+SCRATCH_PARENT = "/tmp"
+NS_PER_S = 1e9
+
+
+@dataclass(frozen=True)
+class ContainerCpu:
+    user_s: float
+    sys_s: float
+
+
+class DockerRunner:
+    """Servers and wrk in containers of the swissknife image, one container per server start and per wrk run."""
+
+    name = "docker"
+
+    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int) -> None:
+        self.topo = topo
+        self.server_cpu = server_cpu
+        self.client_cpu = client_cpu
+        self.image_name = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
+        self.run_id = uuid.uuid4().hex[:12]
+        try:
+            # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
+            self._client = docker.from_env(timeout=None)
+        except DockerException as error:
+            raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh")
+        self._server: Container | None = None
+
+    def check(self) -> None:
+        try:
+            self._image = self._client.images.get(self.image_name)
+        except ImageNotFound:
+            raise BenchError(f"image {self.image_name} not found; build it: sudo docker/build.sh") from None
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Remove the containers a crashed or killed bench left behind (found by their labels)."""
+        for container in self._client.containers.list(all=True, filters={"label": ROLE_LABEL}):
+            labels = container.labels
+            print(f"bench: removing leftover {labels[ROLE_LABEL]} container {container.short_id} "
+                  f"of run {labels.get(RUN_LABEL, '?')}", file=sys.stderr)
+            container.remove(force=True)
+
+    @cached_property
+    def _baked_versions(self) -> dict:
+        out = self._client.containers.run(self._image.id, ["cat", IMAGE_VERSIONS], remove=True,
+                                          labels=self._labels("probe"))
+        return json.loads(out)
+
+    def versions(self) -> dict[str, str]:
+        return self._baked_versions["tools"]
+
+    def image(self) -> dict | None:
+        return {"id": self._image.id, "name": self.image_name, **self._baked_versions}
+
+    @property
+    def _project(self) -> str:
+        """Where the image holds the project (its working directory)."""
+        return self._image.attrs["Config"]["WorkingDir"]
+
+    def _labels(self, role: str) -> dict[str, str]:
+        return {ROLE_LABEL: role, RUN_LABEL: self.run_id}
+
+    def _create(self, role: str, namespace: str, cpu: int, command: Sequence[str]) -> Container:
+        """A container running `command` inside `namespace`, pinned to `cpu`, not yet started."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
+        return self._client.containers.create(
+            self._image.id, [f"{self._project}/docker/in-netns.sh", namespace, *command],
+            labels=self._labels(role), network_mode="host", cap_add=["SYS_ADMIN"], cpuset_cpus=str(cpu),
+            mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
+            ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
+        )
+
+    def start_server(self, kind: str, host: str, port: int) -> None:
+        self.stop_server()
+        scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
+        try:
+            command = server_command(kind, host, port, scratch, "python3")
+            self._server = self._create("server", self.topo.server_ns, self.server_cpu, command)
+            self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
+        finally:
+            shutil.rmtree(scratch)
+        self._server.start()
+
+    def server_exit_code(self) -> int | None:
+        if self._server is None:
+            return None
+        self._server.reload()
+        state = self._server.attrs["State"]
+        return None if state["Running"] else state["ExitCode"]
+
+    def server_log(self) -> str:
+        if self._server is None:
+            return ""
+        return self._server.logs().decode(errors="replace")[-LOG_TAIL_CHARS:].strip()
+
+    def server_usage(self) -> ServerUsage:
+        if self._server is None or self.server_exit_code() is not None:
+            raise PointFailed("the server is not running")
+        stats = self._server.stats(stream=False, one_shot=True)
+        memory = stats["memory_stats"]
+        cpu = _cpu(stats)
+        return ServerUsage(
+            cpu_user_s=cpu.user_s, cpu_sys_s=cpu.sys_s,
+            # The cgroup's peak (cgroup v1; v2 keeps none, so its current usage): page cache charged
+            # to the container counts too, unlike the process runner's sum of VmHWM.
+            peak_rss_kib=memory.get("max_usage", memory["usage"]) // 1024,
+            processes=stats["pids_stats"]["current"],
+        )
+
+    def stop_server(self) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=round(STOP_GRACE_S))  # the API takes whole seconds
+            self._server.remove(force=True)
+            self._server = None
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+        # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.
+        container = self._create("wrk", self.topo.client_ns, self.client_cpu, ["sleep", "infinity"])
+        # wrk's script is the image's copy of the project's.
+        command = [f"{self._project}/docker/in-netns.sh", self.topo.client_ns,
+                   *(arg.replace(str(REPO_ROOT), self._project) for arg in args)]
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            container.start()
+            result = pool.submit(container.exec_run, command, demux=True).result(timeout=timeout_s)
+            cpu = _cpu(container.stats(stream=False, one_shot=True))
+        except TimeoutError:
+            raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed") from None
+        finally:
+            container.remove(force=True)  # kills a hung wrk too, which ends the exec's stream
+            pool.shutdown()
+        stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
+        return WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)
+
+    def stop(self) -> None:
+        self.stop_server()
+        for container in self._client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+            container.remove(force=True)
+
+
+def _cpu(stats: dict) -> ContainerCpu:
+    """User and system CPU of a container's cgroup so far (the API gives nanoseconds)."""
+    usage = stats["cpu_stats"]["cpu_usage"]
+    return ContainerCpu(usage["usage_in_usermode"] / NS_PER_S, usage["usage_in_kernelmode"] / NS_PER_S)
+
+
+def _tar(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(directory, arcname=directory.name)
+    return buffer.getvalue()
