@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +24,9 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
+    if shutil.which("git") is None:  # the image has no git (nor .git): its id names the code
+        return "unknown"
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True)
         return done.stdout.strip()
