@@ -32,7 +32,7 @@ from netns import ns
 from netns.config import Topology
 from netns.topology import status
 
-TOPOLOGY_FIX = "run on the host: sudo python3 netns/setup.py up  (or, without pyroute2: docker compose run --rm netns up)"
+TOPOLOGY_FIX = "run: sudo python3 netns/setup.py up (or, without pyroute2 on the host: docker compose run --rm netns up)"
 console = Console()
 MAIN_PID = os.getpid()
 
