@@ -1,0 +1,169 @@
+"""The docker runner against the real engine, image and namespaces, as root.
+
+Skipped, with the reason, when no Docker daemon answers. The image is rebuilt
+first (seconds when only the code changed) so the containers run this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+docker = pytest.importorskip("docker", reason="the Docker SDK for Python (`docker`) is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.docker_runner import ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
+from bench.errors import PointFailed  # noqa: E402
+from bench.sweep import free_port  # noqa: E402
+from netns.config import Topology  # noqa: E402
+
+
+def daemon() -> docker.DockerClient | Exception:
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception as error:  # whatever stops us reaching the daemon means "skip"
+        return error
+
+
+CLIENT = daemon()
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and the Docker socket need root"),
+    pytest.mark.skipif(not isinstance(CLIENT, docker.DockerClient),
+                       reason=f"no Docker daemon answers ({CLIENT}); start one: sudo docker/install-engine.sh"),
+]
+
+
+def build_image() -> None:
+    done = subprocess.run([str(ROOT / "docker" / "build.sh")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def netns_setup(command: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), command],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def ours(**filters: str) -> list:
+    """Every container carrying our role label (and the given label filters)."""
+    labels = [ROLE_LABEL, *(f"{key}={value}" for key, value in filters.items())]
+    return CLIENT.containers.list(all=True, filters={"label": labels})
+
+
+def leftover(run: str, role: str = "server"):
+    """A container as a killed bench leaves it: labelled, running, owned by nobody."""
+    return CLIENT.containers.run("swissknife:latest", ["sleep", "infinity"], detach=True,
+                                 labels={ROLE_LABEL: role, RUN_LABEL: run})
+
+
+def started_containers(since: float, until: float) -> dict[str, Counter]:
+    """run label -> Counter of roles, over the containers of ours the engine started in [since, until]."""
+    runs: dict[str, Counter] = {}
+    for event in CLIENT.events(since=int(since), until=int(until) + 1, decode=True,
+                               filters={"type": "container", "event": "start", "label": ROLE_LABEL}):
+        attributes = event["Actor"]["Attributes"]
+        runs.setdefault(attributes[RUN_LABEL], Counter())[attributes[ROLE_LABEL]] += 1
+    return runs
+
+
+def sweep(out: Path, runner: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "--runner", runner, "--out", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prepared():
+    build_image()
+    netns_setup("up")
+
+
+def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
+    topo = Topology()
+    runner = DockerRunner(topo, server_cpu=0, client_cpu=1)
+    runner.check()
+    port = free_port(topo)
+    try:
+        runner.start_server("nginx", topo.server_addr, port)
+        (server,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "server"})
+        host = server.attrs["HostConfig"]
+        assert (host["CpusetCpus"], host["NetworkMode"], host["CapAdd"]) == ("0", "host", ["SYS_ADMIN"])
+        assert not host["Privileged"]
+        assert [(m["Source"], m["Propagation"]) for m in server.attrs["Mounts"]] == [("/run/netns", "rslave")]
+        time.sleep(1)
+        assert runner.server_exit_code() is None, runner.server_log()
+        before = runner.server_usage()
+        run = runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)
+        after = runner.server_usage()
+        assert run.returncode == 0 and "Requests/sec" in run.stdout, run.stdout + run.stderr
+        assert 0.1 < run.cpu_s < 1.5  # wrk's CPU from its container's cgroup, about one busy second
+        assert after.cpu_user_s + after.cpu_sys_s > before.cpu_user_s + before.cpu_sys_s
+        assert after.processes == 2 and after.peak_rss_kib > 1000  # nginx master + worker
+        # A hung wrk: killed at the deadline, its container removed.
+        started = time.monotonic()
+        with pytest.raises(PointFailed, match="killed"):
+            runner.run_wrk(["sleep", "60"], timeout_s=2)
+        assert time.monotonic() - started < 10
+        assert [c.labels[ROLE_LABEL] for c in ours(**{RUN_LABEL: runner.run_id})] == ["server"]
+    finally:
+        runner.stop()
+    assert ours(**{RUN_LABEL: runner.run_id}) == []
+
+
+def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(tmp_path):
+    stale = leftover("crashed-before")
+    since = time.time()
+    done = sweep(tmp_path, "docker", "--profile", "smoke", "--servers", "epoll", "--connections", "4", "32",
+                 "--duration", "1", "--repeat", "1")
+    runs = started_containers(since, time.time())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"removing leftover server container {stale.short_id} of run crashed-before" in done.stderr
+    assert ours(**{RUN_LABEL: "crashed-before"}) == []
+
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "results.csv", "report.md", "plots"}
+    assert list((tmp_path / "plots").glob("*.png"))
+    document = json.loads((tmp_path / "results.json").read_text())
+    environment = document["environment"]
+    assert environment["runner"] == "docker"
+    assert environment["image"]["id"] == CLIENT.images.get("swissknife:latest").id
+    assert environment["image"]["tools"]["wrk"] == environment["tools"]["wrk"]
+    records = document["records"]
+    assert [(r["server"], r["connections"], r["status"]) for r in records] == [
+        ("epoll", 4, "ok"), ("epoll", 32, "ok"), ("nginx", 4, "ok"), ("nginx", 32, "ok")]
+    for record in records:
+        assert record["requests"] > 0 and record["cpu_us_per_request"] > 0, record
+        assert record["veth_consistent"] and record["veth_tx_bytes"] >= record["bytes"], record
+        assert record["server_processes"] == (2 if record["server"] == "nginx" else 1)
+
+    # One server container per server kind (reused across its points); one wrk
+    # container per wrk run: a warm-up and a measured run per connection count.
+    runs.pop("crashed-before")  # the leftover made above
+    (ran,) = runs.values()
+    assert (ran["server"], ran["wrk"]) == (2, 2 * 2 * 2), runs  # 2 servers x 2 counts x (warm-up + run)
+    assert ours() == []
+
+
+def test_cpu_per_request_agrees_with_the_process_runner(tmp_path):
+    """Same point, both runners: server CPU µs/request within 2x (a correctness bound, not a benchmark)."""
+    point = ["--profile", "smoke", "--servers", "epoll", "--connections", "32", "--duration", "2", "--repeat", "2"]
+    medians = {}
+    for runner in ("process", "docker"):
+        done = sweep(tmp_path / runner, runner, *point)
+        assert done.returncode == 0, done.stdout + done.stderr
+        records = json.loads((tmp_path / runner / "results.json").read_text())["records"]
+        medians[runner] = {server: statistics.median(r["cpu_us_per_request"] for r in records if r["server"] == server)
+                           for server in ("epoll", "nginx")}
+    for server in ("epoll", "nginx"):
+        ratio = medians["docker"][server] / medians["process"][server]
+        assert 0.5 < ratio < 2, (server, medians)
