@@ -74,8 +74,8 @@ def verdict(workload: str, cells: list[Cell]) -> str:
         text += (f", {best_rps / median(second, 'requests_per_s'):.2f}× the runner-up {second.server} "
                  f"({number(median(second, 'requests_per_s'))} at {second.connections})")
     if (reference := peak(cells, REFERENCE_SERVER)) is not None:
-        text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))} "
-                 f"({best_rps / median(reference, 'requests_per_s'):.2f}× of it)")
+        text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))}, "
+                 f"so {best.server} reached {best_rps / median(reference, 'requests_per_s'):.2f}× {REFERENCE_SERVER}")
     same_load = [c for c in cells if c.connections == best.connections
                  and median(c, "cpu_us_per_request") is not None and c.server != REFERENCE_SERVER]
     if len(same_load) > 1:
@@ -85,7 +85,9 @@ def verdict(workload: str, cells: list[Cell]) -> str:
                  f"{median(low, 'cpu_us_per_request'):.1f} µs ({low.server}) to "
                  f"{median(high, 'cpu_us_per_request'):.1f} µs ({high.server})")
     bound = [f"{c.server}@{c.connections}" for c in cells if c.client_bound]
-    return text + f"; client-bound points: {', '.join(bound) if bound else 'none'}."
+    disturbed = sum(c.disturbed > 0 for c in cells)
+    return (text + f"; client-bound points: {', '.join(bound) if bound else 'none'}; "
+            f"{disturbed} of {len(cells)} points disturbed by other load {DISTURBED_MARK}.")
 
 
 def environment_lines(run: Run) -> list[str]:

@@ -223,6 +223,11 @@ def test_missing_topology_names_the_command_that_creates_it():
         check_topology(Topology(server_ns="sk-absent-a", client_ns="sk-absent-b"))
 
 
+def test_a_missing_tool_is_named_with_its_package():
+    code, output = finish(bench("--profile", "smoke", env=os.environ | {"PATH": "/nonexistent"}))
+    assert code == 2 and "wrk is not installed: apt-get install wrk" in output, output
+
+
 def test_unknown_names_are_usage_errors_listing_the_valid_ones():
     code, output = finish(bench("--servers", "epoll", "nosuch"))
     assert code == 2 and "unknown server(s) nosuch" in output and "epoll-pool" in output and "nginx" in output
