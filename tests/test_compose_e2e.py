@@ -1,0 +1,105 @@
+"""`docker compose` end to end, as a user runs it, on the real engine and namespaces (root).
+
+namespaces up → the compose `bench` service (smoke) → results, plots and report
+on the host, traffic on swissknife0 → `docker compose down` and
+`netns/setup.py down` → nothing of ours left; the whole sequence twice. And a
+bench container killed mid-sweep leaves server and wrk containers that the
+next run removes. Namespaces that existed before are brought back afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+# The same daemon/root skips, image build and helpers as the runner's tests.
+from test_docker_runner import (CLIENT, ROOT, build_image, netns_setup, ours, pytestmark,  # noqa: F401
+                                started_containers)
+
+from bench.docker_runner import RUN_LABEL  # noqa: E402
+from netns.config import Topology  # noqa: E402
+from netns.topology import counters  # noqa: E402
+
+TOPOLOGY = Topology()
+SMOKE = {"BENCH_PROFILE": "smoke", "BENCH_SERVERS": "epoll", "BENCH_CONNECTIONS": "4",
+         "BENCH_DURATION": "1", "BENCH_REPEAT": "1"}
+
+
+def compose(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "compose", *args], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prepared():
+    if compose("version").returncode != 0:
+        pytest.fail("the Compose v2 plugin is missing: run sudo docker/install-engine.sh")
+    build_image()
+    existed = Path(f"/run/netns/{TOPOLOGY.server_ns}").exists()
+    yield
+    if existed:  # others on this host may be using them
+        netns_setup("up")
+
+
+def nothing_of_ours_left() -> None:
+    assert ours() == []
+    assert CLIENT.containers.list(all=True, filters={"label": "com.docker.compose.project=swissknife"}) == []
+    namespaces = {TOPOLOGY.server_ns, TOPOLOGY.client_ns}
+    assert not namespaces & set(os.listdir("/run/netns"))
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert TOPOLOGY.server_if not in links and TOPOLOGY.client_if not in links
+    # Only the shared /run/netns self-mount may stay; no namespace mounts under it.
+    mount_points = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    assert not {f"/run/netns/{name}" for name in namespaces} & mount_points
+
+
+def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
+    for attempt in (1, 2):
+        results = tmp_path / str(attempt)
+        netns_setup("up")
+        veth_before, since = counters(TOPOLOGY), time.time()
+        done = compose("run", "--rm", "bench", **SMOKE, BENCH_RESULTS=str(results))
+        veth_after, runs = counters(TOPOLOGY), started_containers(since, time.time())
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        (run,) = results.iterdir()
+        assert {p.name for p in run.iterdir()} >= {"results.json", "results.csv", "report.md", "plots"}
+        assert list((run / "plots").glob("*.png"))
+        records = json.loads((run / "results.json").read_text())["records"]
+        assert [(r["server"], r["status"]) for r in records] == [("epoll", "ok"), ("nginx", "ok")]
+        assert all(r["requests"] > 0 for r in records)
+        assert veth_after["tx_bytes"] - veth_before["tx_bytes"] >= sum(r["bytes"] for r in records) > 0
+        (started,) = runs.values()  # 2 servers, each 1 warm-up + 1 measured wrk run
+        assert (started["server"], started["wrk"]) == (2, 4), runs
+
+        assert compose("down").returncode == 0
+        netns_setup("down")
+        nothing_of_ours_left()
+
+
+def test_a_bench_killed_mid_sweep_leaves_containers_the_next_run_removes(tmp_path):
+    netns_setup("up")
+    name = f"swissknife-e2e-killed-{uuid.uuid4().hex[:8]}"
+    long_sweep = {**SMOKE, "BENCH_CONNECTIONS": "4 32", "BENCH_DURATION": "2", "BENCH_REPEAT": "3"}
+    started = compose("run", "-d", "--rm", "--name", name, "bench", **long_sweep, BENCH_RESULTS=str(tmp_path))
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 60
+    while not {c.labels["swissknife.role"] for c in ours()} >= {"server", "wrk"}:
+        assert time.monotonic() < deadline, "no server and wrk containers appeared"
+        time.sleep(0.1)
+    CLIENT.containers.get(name).kill()  # SIGKILL: bench gets no chance to clean up
+    orphans = ours()
+    assert {c.labels["swissknife.role"] for c in orphans} >= {"server", "wrk"}
+    (killed_run,) = {c.labels[RUN_LABEL] for c in orphans}
+
+    done = compose("run", "--rm", "bench", **SMOKE, BENCH_RESULTS=str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "removing leftover server container" in done.stderr and killed_run in done.stderr, done.stderr
+    assert ours(**{RUN_LABEL: killed_run}) == []
+    assert ours() == []
