@@ -44,6 +44,7 @@ DEFAULT_IMAGE = "swissknife:latest"
 IMAGE_VERSIONS = "/etc/swissknife-versions.json"  # written at image build time (docker/Dockerfile)
 ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of ours carries
 RUN_LABEL = "swissknife.run"  # the runner that started it
+COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
 # The scratch directory keeps its path inside the container, whose /tmp exists:
 # nginx's config names files by absolute path.
 SCRATCH_PARENT = "/tmp"
@@ -107,7 +108,9 @@ class DockerRunner:
         return self._image.attrs["Config"]["WorkingDir"]
 
     def _labels(self, role: str) -> dict[str, str]:
-        return {ROLE_LABEL: role, RUN_LABEL: self.run_id}
+        # Blank the labels `docker compose build` stamps on the image: containers inherit them,
+        # and compose would take ours for its `bench` service (`up` aborts when one exits).
+        return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id}
 
     def _create(self, role: str, namespace: str, cpu: int, command: Sequence[str]) -> Container:
         """A container running `command` inside `namespace`, pinned to `cpu`, not yet started."""

@@ -1,10 +1,10 @@
 """`docker compose` end to end, as a user runs it, on the real engine and namespaces (root).
 
-namespaces up → the compose `bench` service (smoke) → results, plots and report
+namespaces up → `docker compose up bench` (smoke) → results, plots and report
 on the host, traffic on swissknife0 → `docker compose down` and
-`netns/setup.py down` → nothing of ours left; the whole sequence twice. And a
-bench container killed mid-sweep leaves server and wrk containers that the
-next run removes. Namespaces that existed before are brought back afterwards.
+`netns/setup.py down` → bench now stops at once naming the fix → nothing of
+ours left; the whole sequence twice. And a bench container killed mid-sweep
+leaves server and wrk containers that the next run removes. Namespaces that existed before are brought back afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from netns.config import Topology  # noqa: E402
 from netns.topology import counters  # noqa: E402
 
 TOPOLOGY = Topology()
+# `up` as the README says, passing the sweep's status on (plain `up` always exits 0).
+UP_BENCH = ("up", "--exit-code-from", "bench", "bench")
 SMOKE = {"BENCH_PROFILE": "smoke", "BENCH_SERVERS": "epoll", "BENCH_CONNECTIONS": "4",
          "BENCH_DURATION": "1", "BENCH_REPEAT": "1"}
 
@@ -64,7 +66,7 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
         results = tmp_path / str(attempt)
         netns_setup("up")
         veth_before, since = counters(TOPOLOGY), time.time()
-        done = compose("run", "--rm", "bench", **SMOKE, BENCH_RESULTS=str(results))
+        done = compose(*UP_BENCH, **SMOKE, BENCH_RESULTS=str(results))
         veth_after, runs = counters(TOPOLOGY), started_containers(since, time.time())
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -80,6 +82,13 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
 
         assert compose("down").returncode == 0
         netns_setup("down")
+        # Without the namespaces, bench stops at once with the command to run.
+        started = time.monotonic()
+        done = compose(*UP_BENCH, **SMOKE, BENCH_RESULTS=str(results))
+        output = done.stdout + done.stderr
+        assert done.returncode == 2 and time.monotonic() - started < 30, output
+        assert "sudo python3 netns/setup.py up" in output and "Traceback" not in output, output
+        assert compose("down").returncode == 0
         nothing_of_ours_left()
 
 

@@ -100,6 +100,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         host = server.attrs["HostConfig"]
         assert (host["CpusetCpus"], host["NetworkMode"], host["CapAdd"]) == ("0", "host", ["SYS_ADMIN"])
         assert not host["Privileged"]
+        assert not server.labels["com.docker.compose.project"]  # compose must not take it for its own
         assert [(m["Source"], m["Propagation"]) for m in server.attrs["Mounts"]] == [("/run/netns", "rslave")]
         time.sleep(1)
         assert runner.server_exit_code() is None, runner.server_log()
