@@ -26,19 +26,21 @@ from bench.config import DEFAULT_PROFILE, PROFILES, REFERENCE_SERVER, WORKLOADS,
 from bench.errors import BenchError
 from bench.results import Record, Run, load, save, write_atomic
 from bench.runners import REPO_ROOT, RUNNERS
-from bench.summary import METRICS, summarize
+from bench.summary import summarize
 from bench.sweep import now, run_sweep
 from netns import ns
 from netns.config import Topology
-from netns.topology import status
+from netns.ns import NamespaceError
+from netns.topology import TopologyError, status
 
 TOPOLOGY_FIX = "run: sudo python3 netns/setup.py up (or, without pyroute2 on the host: docker compose run --rm netns up)"
 console = Console()
 MAIN_PID = os.getpid()
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; BaseException so no `except Exception` swallows it."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. A KeyboardInterrupt, so that neither `except Exception` nor
+    asyncio's callback runner (inside pyroute2) swallows it: both let it through."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -215,14 +217,16 @@ def sweep_command(argv: list[str]) -> int:
                 stop.check()
 
             run_sweep(config, runner, topo, on_record)
+        run.status = "complete"
     except Interrupted as interrupted:
-        run.status, run.finished_at = "interrupted", now()
-        save(out, run)
         console.print(f"{interrupted}: sweep stopped, {len(run.records)} records kept in {out} "
                       f"(redraw: python3 -m bench plot {out})")
         return interrupted.exit_code
-    run.status, run.finished_at = "complete", now()
-    save(out, run)
+    finally:
+        if run.status == "running":  # a signal, or a fatal error such as the topology removed mid-sweep
+            run.status = "interrupted"
+        run.finished_at = now()
+        save(out, run)
     write_outputs(out)
     failed = sum(r.status != "ok" for r in run.records)
     console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed} ok, "
@@ -246,20 +250,24 @@ def compare_command(argv: list[str]) -> int:
     rows = compare(summarize(load(args.a).records), summarize(load(args.b).records))
     if not rows:
         raise BenchError("the two runs share no (workload, server, connections) point")
-    table = Table(title=f"B / A of the medians (A = {args.a}, B = {args.b})")
+    table = Table(title=f"medians of A = {args.a} and B = {args.b}")
     for heading in ("workload", "server", "conn."):
         table.add_column(heading)
-    for metric in METRICS:
-        table.add_column(COMPARE_HEADINGS[metric], justify="right")
+    for heading in ("req/s A", "req/s B", *COMPARE_HEADINGS.values()):
+        table.add_column(heading, justify="right")
     for row in rows:
-        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
-        table.add_row(row.workload, row.server, str(row.connections), *ratios)
-    console.print(table)
+        throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
+                      for side in (row.a, row.b)]
+        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in COMPARE_HEADINGS]
+        table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
+    # Pipes get rich's default 80 columns, too few for this table.
+    Console(width=None if console.is_terminal else 160).print(table)
     return 0
 
 
-COMPARE_HEADINGS = {"requests_per_s": "req/s", "latency_p50_us": "p50", "latency_p99_us": "p99",
-                    "cpu_us_per_request": "CPU/req"}
+# summary.METRICS key -> column of its ratio B/A
+COMPARE_HEADINGS = {"requests_per_s": "req/s B/A", "latency_p50_us": "p50 B/A", "latency_p99_us": "p99 B/A",
+                    "cpu_us_per_request": "CPU/req B/A"}
 COMMANDS = {"plot": plot_command, "compare": compare_command}
 
 
@@ -268,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         return command(argv[1:]) if command else sweep_command(argv)
-    except BenchError as error:
+    except TopologyError as error:
+        print(f"bench: error: {error}; {TOPOLOGY_FIX}", file=sys.stderr)
+        return 2
+    except (BenchError, NamespaceError) as error:  # NamespaceError names the fix itself
         print(f"bench: error: {error}", file=sys.stderr)
         return 2

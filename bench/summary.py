@@ -30,7 +30,6 @@ class Cell:
     server: str
     connections: int
     stats: dict[str, Spread | None]  # METRICS key -> spread over the ok repeats
-    ok: int
     failed: int
     client_bound: int  # repeats flagged client-bound
     disturbed: int  # repeats during which other processes used CPU
@@ -58,7 +57,7 @@ def summarize(records: list[Record]) -> list[Cell]:
         cells.append(Cell(
             workload, server, connections,
             stats={metric: spread(getattr(r, metric) for r in ok) for metric in METRICS},
-            ok=len(ok), failed=len(failures), client_bound=sum(bool(r.client_bound) for r in ok),
+            failed=len(failures), client_bound=sum(bool(r.client_bound) for r in ok),
             disturbed=sum(r.disturbed for r in ok),
             failure=failures[0] if failures else None,
         ))

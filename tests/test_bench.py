@@ -40,7 +40,11 @@ def bench(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    output, _ = process.communicate(timeout=timeout)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a hung bench must not outlive the test
+        raise
     return process.returncode, output
 
 
