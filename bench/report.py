@@ -71,8 +71,10 @@ def verdict(workload: str, cells: list[Cell]) -> str:
             f"(median, at {best.connections} connections)")
     if len(peaks) > 1:
         second = peaks[1]
+        overlap = best.stats["requests_per_s"].low <= second.stats["requests_per_s"].high
         text += (f", {best_rps / median(second, 'requests_per_s'):.2f}× the runner-up {second.server} "
-                 f"({number(median(second, 'requests_per_s'))} at {second.connections})")
+                 f"({number(median(second, 'requests_per_s'))} at {second.connections}"
+                 f"{'; a tie within the repeat spread' if overlap else ''})")
     if (reference := peak(cells, REFERENCE_SERVER)) is not None:
         text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))}, "
                  f"so {best.server} reached {best_rps / median(reference, 'requests_per_s'):.2f}× {REFERENCE_SERVER}")
