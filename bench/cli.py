@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench import environment, plots, report
+from bench import experiments, environment, plots, report
 from bench.compare import compare
-from bench.config import DEFAULT_PROFILE, PROFILES, REFERENCE_SERVER, WORKLOADS, SweepConfig, plan
+from bench.config import (DEFAULT_PROFILE, EXPERIMENTS, PROFILES, REFERENCE_SERVER, WORKLOADS, SweepConfig, plan,
+                          workload)
 from bench.errors import BenchError
 from bench.results import Record, Run, load, save, write_atomic
 from bench.runners import REPO_ROOT, RUNNERS
@@ -104,6 +105,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--servers", nargs="+", metavar="KIND",
                         help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
     parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
+    parser.add_argument("--experiments", nargs="+", metavar="NAME",
+                        help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run")
     parser.add_argument("--repeat", type=positive, metavar="N")
@@ -120,8 +123,11 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     servers = args.servers or profile.servers or known
     if unknown := [s for s in servers if s not in known]:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
-    workloads = args.workloads or profile.workloads
-    if unknown := [w for w in workloads if w not in WORKLOADS]:
+    if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
+    from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
+    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or profile.workloads
+    if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
     try:
         server_cpu, client_cpu = map(int, args.cpus.split(",")) if args.cpus else default_cpus()
@@ -132,7 +138,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     return SweepConfig(
         profile=args.profile,
         servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
-        workloads=tuple(WORKLOADS[w] for w in workloads),
+        workloads=tuple(workload(w) for w in workloads),
         connections=tuple(args.connections or profile.connections),
         duration_s=args.duration or profile.duration_s,
         warmup_s=profile.warmup_s,
@@ -161,7 +167,8 @@ def raise_open_file_limit() -> None:
 def point_line(record: Record) -> str:
     where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
     if record.status != "ok":
-        return f"{where}  [red]FAILED[/red] {record.failure}"
+        mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
+        return f"{where}  {mark} {record.failure}"
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
                              (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
@@ -176,7 +183,7 @@ def write_outputs(directory: Path) -> list[Path]:
     run = load(directory)
     cells = summarize(run.records)
     plot_dir = directory / "plots"
-    paths = plots.draw_all(cells, plot_dir)
+    paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)
     write_atomic(directory / "report.md", report.render(run, cells, plot_dir, directory))
     return [*paths, directory / "report.md"]
 
@@ -228,9 +235,10 @@ def sweep_command(argv: list[str]) -> int:
         run.finished_at = now()
         save(out, run)
     write_outputs(out)
-    failed = sum(r.status != "ok" for r in run.records)
-    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed} ok, "
-                  f"{failed} failed; report: {out / 'report.md'}")
+    failed = sum(r.status == "failed" for r in run.records)
+    unsupported = sum(r.status == "unsupported" for r in run.records)
+    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
+                  f"{failed} failed, {unsupported} unsupported by their model; report: {out / 'report.md'}")
     return 1 if failed else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
@@ -21,6 +22,8 @@ class Workload:
     path: str
     pipeline: int = 1  # requests written per send
     close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
+    idle: int = 0  # idle keep-alive connections held open beside wrk's active ones (C10K)
+    connections: tuple[int, ...] | None = None  # a fixed active set, instead of the sweep's counts
 
     @property
     def body_size(self) -> int | None:
@@ -28,6 +31,13 @@ class Workload:
         prefix = "/bytes/"
         return int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
 
+
+IDLE_ACTIVE_CONNECTIONS = (32,)  # the small busy set wrk drives while the idle ones wait
+IDLE_COUNTS = (0, 1000, 5000, 10000)
+
+
+def idle_workload(count: int) -> Workload:
+    return Workload(f"idle-{count}", "/", idle=count, connections=IDLE_ACTIVE_CONNECTIONS)
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("plaintext", "/"),
@@ -38,6 +48,45 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("sleep-5", "/sleep/5"),
     Workload("cpu-200", "/cpu/200"),
     Workload("churn", "/", close=True),
+    *(idle_workload(k) for k in IDLE_COUNTS),
+)}
+
+
+def workload(name: str) -> Workload | None:
+    """A named workload; `idle-K` for any K (tests and small hosts choose their own K)."""
+    if name in WORKLOADS:
+        return WORKLOADS[name]
+    prefix, _, count = name.partition("-")
+    return idle_workload(int(count)) if prefix == "idle" and count.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Workloads that together show one difference between the models."""
+
+    name: str
+    question: str
+    workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
+    axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
+
+    def includes(self, workload_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
+
+    def default_workloads(self) -> list[str]:
+        return [name for name in WORKLOADS if self.includes(name)]
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("idle-connections", "How does each model cope with many idle connections beside a small active set?",
+               ("idle-*",), axis="idle"),
+    Experiment("pipelining", "How much does each model gain when requests arrive several per read?",
+               ("plaintext", "pipeline-16", "pipeline-64"), axis="pipeline"),
+    Experiment("blocking-handler", "Which models keep serving while a handler blocks (a slow backend)?",
+               ("sleep-5",)),
+    Experiment("cpu-handler", "Which models use more than one core when handlers burn CPU?", ("cpu-200",)),
+    Experiment("large-responses", "How do the models stream large bodies with partial writes?",
+               ("bytes-64k", "bytes-1m")),
+    Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
 )}
 
 
@@ -54,7 +103,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
     "quick": Profile(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
-    "full": Profile(None, tuple(WORKLOADS), (1, 8, 32, 128, 512, 1000), duration_s=5, warmup_s=2, repeat=3),
+    # Every workload; two connection counts keep it near 40 minutes on a 2-core host.
+    "full": Profile(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }
 DEFAULT_PROFILE = "quick"
 
@@ -92,6 +142,6 @@ def plan(config: SweepConfig) -> list[Point]:
         Point(server, workload, connections, repeat)
         for workload in config.workloads
         for server in config.servers
-        for connections in config.connections
+        for connections in workload.connections or config.connections
         for repeat in range(1, config.repeat + 1)
     ]

@@ -11,6 +11,9 @@ flooded (SYN retries would add seconds). When all are settled it prints one JSON
 line (`held`, `failed`, `errors`, `seconds`) and holds them until SIGTERM/SIGINT
 or stdin closes, then prints a second line (`closed_by_server`: those the server
 hung up on, e.g. select refusing descriptors past FD_SETSIZE) and exits 0.
+
+`IdleConnections` starts and stops holders from the benchmark (several processes
+when K exceeds what one process may open).
 """
 
 from __future__ import annotations
@@ -18,16 +21,24 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import resource
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from netns import ns
 
 BATCH = 256  # connections in flight at once; well under any listen backlog we start servers with
+PER_PROCESS = 15_000  # below the 20,000 open files one process may have on our hosts
+OPEN_TIMEOUT_S = 60.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -143,6 +154,56 @@ def main(argv: list[str] | None = None) -> int:
     for sock in held:
         sock.close()
     return 0
+
+
+class IdleConnections:
+    """K idle connections from the client namespace to [host]:port, held by holder processes."""
+
+    def __init__(self, namespace: str, host: str, port: int, count: int) -> None:
+        self.namespace, self.host, self.port, self.count = namespace, host, port, count
+        self.processes: list[subprocess.Popen] = []
+
+    def open(self) -> HoldReport:
+        """Start the holders and wait (bounded by their own timeout) until every connection is settled."""
+        chunks = [min(PER_PROCESS, self.count - start) for start in range(0, self.count, PER_PROCESS)]
+        for chunk in chunks:
+            self.processes.append(ns.popen(
+                self.namespace,
+                [sys.executable, "-m", "bench.holder", "--host", self.host, "--port", str(self.port),
+                 "--count", str(chunk), "--timeout", str(OPEN_TIMEOUT_S)],
+                cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            ))
+        total = HoldReport(requested=self.count)
+        errors: Counter[str] = Counter()
+        for process in self.processes:
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"an idle-connection holder exited with code {process.wait()} before reporting")
+            report = HoldReport(**json.loads(line))
+            total.held += report.held
+            total.failed += report.failed
+            total.seconds = max(total.seconds, report.seconds)
+            errors.update(report.errors)
+        total.errors = dict(errors)
+        return total
+
+    def close(self) -> None:
+        for process in self.processes:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # nothing to say any more: just release the sockets
+            except ProcessLookupError:
+                pass
+            process.wait()
+            process.stdout.close()
+            process.stdin.close()
+        self.processes = []
+
+
+def established_at(namespace: str, port: int) -> int:
+    """TCP connections established to local `port` in `namespace`, as the kernel counts them (ss)."""
+    listing = ns.run(namespace, ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                     capture_output=True, text=True, timeout=30, check=True)
+    return len(listing.stdout.splitlines())
 
 
 if __name__ == "__main__":

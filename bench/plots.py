@@ -36,7 +36,9 @@ def draw_all(cells: list[Cell], directory: Path) -> list[Path]:
     return paths
 
 
-def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path: Path) -> None:
+def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path: Path,
+         x_label: str = "connections") -> None:
+    """`cells[i].connections` is the x value: the connection count, or an experiment's axis value."""
     servers = dict.fromkeys(c.server for c in cells)
     connections = sorted({c.connections for c in cells})
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
@@ -53,9 +55,10 @@ def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path:
             ax.errorbar(x, medians, yerr=errors, label=f"{server} (reference)" if reference else server,
                         marker="o", markersize=4, capsize=3,
                         linestyle="--" if reference else "-", color="black" if reference else None)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(connections, [str(n) for n in connections])
-        ax.set_xlabel("connections")
+        if min(connections) > 0:  # a log axis cannot show 0 (the idle experiment's first point)
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(connections, [f"{n:,}" for n in connections])
+        ax.set_xlabel(x_label)
         ax.set_ylabel(METRICS[metric])
         if log_y:
             ax.set_yscale("log")

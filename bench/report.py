@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import plots
+from bench import experiments, plots
 from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE
 from bench.results import Run
 from bench.summary import METRICS, Cell, Spread, median
@@ -34,7 +34,7 @@ def cell_text(cell: Cell | None, metric: str) -> str:
         return ""
     value = cell.stats[metric]
     if value is None:
-        return "failed"
+        return "unsupported" if cell.unsupported else "failed"
     _, divisor, decimals = TABLES[metric]
     marks = CLIENT_BOUND_MARK * bool(cell.client_bound) + DISTURBED_MARK * bool(cell.disturbed)
     return spread_text(value, divisor, decimals) + (f" {marks}" if marks else "")
@@ -132,13 +132,16 @@ def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str
                   verdict(workload["name"], workload_cells), ""]
         for metric, (heading, _, _) in TABLES.items():
             lines += [f"### {heading}", "", *table(workload_cells, metric), ""]
-        failures = [c for c in workload_cells if c.failed]
+        failures = [c for c in workload_cells if c.failed or c.unsupported]
         if failures:
-            lines += ["Failed points:", ""]
-            lines += [f"- {c.server} @ {c.connections}: {c.failed} failed — {c.failure}" for c in failures]
+            lines += ["Failed or unsupported points:", ""]
+            lines += [f"- {c.server} @ {c.connections}: "
+                      f"{f'{c.failed} failed' if c.failed else f'{c.unsupported} unsupported'} — {c.failure}"
+                      for c in failures]
             lines.append("")
         for figure in plots.FIGURES:
             path = plots.figure_path(plot_dir, workload["name"], figure).relative_to(report_dir)
             lines += [f"![{workload['name']} {figure}]({path.as_posix()})", ""]
+    lines += experiments.sections(run.config["workloads"], cells, plot_dir, report_dir)
     return "\n".join(lines)
 

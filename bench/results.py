@@ -33,7 +33,7 @@ class Record:
     workload: str
     connections: int
     repeat: int
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "unsupported" (the model cannot run this point, by design)
     failure: str | None = None
     started_at: str | None = None
     # wrk
@@ -75,6 +75,9 @@ class Record:
     veth_tx_packets: int | None = None
     veth_tx_per_wrk_byte: float | None = None  # >= 1: every byte wrk read crossed the veth
     veth_consistent: bool | None = None
+    # idle connections held beside wrk's (idle-connection workloads)
+    idle_held: int | None = None  # open on the holders' side
+    idle_on_server: int | None = None  # established at the server's port as the server namespace counts them
 
     @property
     def wrk_errors(self) -> int:

@@ -31,6 +31,7 @@ class Cell:
     connections: int
     stats: dict[str, Spread | None]  # METRICS key -> spread over the ok repeats
     failed: int
+    unsupported: int  # repeats the model cannot serve by design (not run)
     client_bound: int  # repeats flagged client-bound
     disturbed: int  # repeats during which other processes used CPU
     failure: str | None  # the first failure's reason
@@ -53,11 +54,12 @@ def summarize(records: list[Record]) -> list[Cell]:
     cells = []
     for (workload, server, connections), group in groups.items():
         ok = [r for r in group if r.status == "ok"]
-        failures = [r.failure for r in group if r.status != "ok"]
+        failures = [r.failure for r in group if r.status != "ok"]  # failed or unsupported: why
         cells.append(Cell(
             workload, server, connections,
             stats={metric: spread(getattr(r, metric) for r in ok) for metric in METRICS},
-            failed=len(failures), client_bound=sum(bool(r.client_bound) for r in ok),
+            failed=sum(r.status == "failed" for r in group),
+            unsupported=sum(r.status == "unsupported" for r in group), client_bound=sum(bool(r.client_bound) for r in ok),
             disturbed=sum(r.disturbed for r in ok),
             failure=failures[0] if failures else None,
         ))

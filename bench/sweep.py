@@ -11,19 +11,25 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bench import verify, wrk
-from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
+from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
 from bench.errors import PointFailed
+from bench.holder import IdleConnections, established_at
 from bench.results import Record
 from bench.runners import Runner, ServerUsage, WrkRun
 from netns import ns
 from netns.config import Topology
 from netns.topology import counters
+from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
+IDLE_SETTLE_S = 10.0
+SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server holds besides connections
 
 
 def now() -> str:
@@ -37,12 +43,20 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
     broken: str | None = None  # why the current server cannot be benchmarked
     warmed: set[int] = set()
     port = 0
+    idle: Idle | None = None
     try:
         for point in plan(config):
+            if reason := unsupported(point):
+                on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
+                                 status="unsupported", failure=reason, started_at=now()))
+                continue
             server_died = broken is None and runner.server_exit_code() is not None
             if (point.server, point.workload) != current or server_died:
                 current = (point.server, point.workload)
+                if idle is not None:
+                    idle.connections.close()
                 port, broken = start_verified(runner, topo, config, point)
+                idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
                 warmed = set()
             try:
                 if broken is not None:
@@ -54,9 +68,47 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
             except PointFailed as failure:
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status="failed", failure=str(failure), started_at=now())
+            if idle is not None:
+                record.idle_held, record.idle_on_server = idle.held, idle.on_server
             on_record(record)
     finally:
+        if idle is not None:
+            idle.connections.close()
         runner.stop()
+
+
+def unsupported(point: Point) -> str | None:
+    """Why the point's model cannot serve it by design (reported as such, never run), else None."""
+    path = point.workload.path
+    if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
+        return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
+    descriptors = point.workload.idle + point.connections + SERVER_SPARE_FDS
+    if point.server == "select" and descriptors > FD_SETSIZE:
+        return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "
+                f"{point.workload.idle} idle + {point.connections} active connections need about {descriptors}")
+    return None
+
+
+@dataclass
+class Idle:
+    connections: IdleConnections
+    held: int
+    on_server: int
+
+
+def hold_idle(topo: Topology, port: int, count: int) -> Idle:
+    """Open `count` idle connections from the client namespace and count them at the server's port."""
+    connections = IdleConnections(topo.client_ns, topo.server_addr, port, count)
+    try:
+        held = connections.open().held
+        # The server side lags by an accept loop: give it a bounded moment to see them all.
+        deadline = time.monotonic() + IDLE_SETTLE_S
+        while (on_server := established_at(topo.server_ns, port)) < held and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except BaseException:
+        connections.close()
+        raise
+    return Idle(connections, held, on_server)
 
 
 def host_busy_s() -> float:
