@@ -72,7 +72,7 @@ class DockerRunner:
             # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
             self._client = docker.from_env(timeout=None)
         except DockerException as error:
-            raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh")
+            raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") from None
         self._server: Container | None = None
 
     def check(self) -> None:
