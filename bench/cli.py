@@ -1,4 +1,5 @@
 """python3 -m bench [options]      sweep servers x workloads x connection counts
+python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
 python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json
 python3 -m bench compare A B      per-point ratios B/A of two runs
 """
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,15 +26,18 @@ from bench.compare import compare
 from bench.config import (DEFAULT_PROFILE, EXPERIMENTS, PROFILES, REFERENCE_SERVER, WORKLOADS, SweepConfig, plan,
                           workload)
 from bench.errors import BenchError
-from bench.results import Record, Run, load, save, write_atomic
-from bench.runners import REPO_ROOT, RUNNERS
+from bench.results import Profiling, Record, Run, ServerProfile, load, save, write_atomic
+from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner
 from bench.summary import summarize
-from bench.sweep import now, run_sweep
+from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, now, run_sweep
 from netns import ns
 from netns.config import Topology
 from netns.ns import NamespaceError
 from netns.topology import TopologyError, status
 
+# Differential flame graphs drawn when both servers were profiled and no --diff says otherwise.
+DEFAULT_DIFFS = (("select", "epoll"), ("epoll", "epoll-pool"))
+PROFILE_CONNECTIONS = 64
 TOPOLOGY_FIX = "run: sudo python3 netns/setup.py up (or, without pyroute2 on the host: docker compose run --rm netns up)"
 console = Console()
 MAIN_PID = os.getpid()
@@ -98,21 +102,52 @@ def default_cpus() -> tuple[int, int]:
     return (allowed[0], allowed[1]) if len(allowed) > 1 else (allowed[0], allowed[0])
 
 
+def server_pair(text: str) -> tuple[str, str]:
+    before, comma, after = text.partition(",")
+    if not (comma and before and after):
+        raise argparse.ArgumentTypeError(f"takes two servers as A,B, not {text}")
+    return before, after
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options the sweep and `profile` share."""
+    parser.add_argument("--servers", nargs="+", metavar="KIND",
+                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
+    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<profile>")
+    parser.add_argument("--runner", choices=RUNNERS, default="process")
+    parser.add_argument("--cpus", metavar="SERVER,CLIENT", help="CPUs to pin the server and wrk to")
+    parser.add_argument("--server-python", metavar="PATH",
+                        help="interpreter of the Python servers (process runner; default: bench's own); "
+                             "3.12+ puts Python functions in the flame graphs")
+    parser.add_argument("--diff", nargs="+", type=server_pair, metavar="A,B",
+                        help="differential flame graphs from A to B (default: "
+                             f"{' and '.join(','.join(pair) for pair in DEFAULT_DIFFS)}, of those profiled)")
+
+
 def sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
-    parser.add_argument("--servers", nargs="+", metavar="KIND",
-                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
     parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
     parser.add_argument("--experiments", nargs="+", metavar="NAME",
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
-    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run")
     parser.add_argument("--repeat", type=positive, metavar="N")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<profile>")
-    parser.add_argument("--runner", choices=RUNNERS, default="process")
-    parser.add_argument("--cpus", metavar="SERVER,CLIENT", help="CPUs to pin the server and wrk to")
+    parser.add_argument("--flamegraphs", action="store_true",
+                        help="one extra, unrecorded run per server and workload at its largest connection count, "
+                             "profiled with perf")
+    add_run_options(parser)
+    return parser
+
+
+def profile_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench profile",
+        description="Flame graphs of every server under plaintext load at one connection count (one measured "
+                    "run each, then a profiled one), where the time goes, syscalls per request.")
+    parser.add_argument("--connections", type=positive, default=PROFILE_CONNECTIONS, metavar="N")
+    add_run_options(parser)
     return parser
 
 
@@ -184,18 +219,59 @@ def write_outputs(directory: Path) -> list[Path]:
     cells = summarize(run.records)
     plot_dir = directory / "plots"
     paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)
+    if run.profiling:
+        paths += plots.draw_profiles(run.profiling, directory, plot_dir)
     write_atomic(directory / "report.md", report.render(run, cells, plot_dir, directory))
     return [*paths, directory / "report.md"]
+
+
+def profile_line(profile: ServerProfile) -> str:
+    where = f"profile {profile.workload} {profile.server:<10} {profile.connections:>5} conn."
+    if profile.status != "ok":
+        return f"{where}  [red]NO PROFILE[/red] ({profile.status}) {profile.message}"
+    per_request = (f"{profile.syscalls_per_request:.2f} syscalls/req" if profile.syscalls_per_request is not None
+                   else f"syscalls not counted: {profile.syscalls_message}")
+    return f"{where}  Python frames: {profile.python_method}  {per_request}  {profile.svg}"
+
+
+def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> list[list[str]]:
+    if args.diff and not args.flamegraphs:
+        parser.error("--diff draws differential flame graphs: add --flamegraphs")
+    if unknown := [s for pair in args.diff or () for s in pair if s not in config.servers]:
+        parser.error(f"--diff: {', '.join(unknown)} not among the servers swept")
+    return [list(pair) for pair in args.diff or DEFAULT_DIFFS if set(pair) <= set(config.servers)]
+
+
+def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
+                topo: Topology) -> Runner:
+    if not args.server_python:
+        return RUNNERS[config.runner](topo, config.server_cpu, config.client_cpu)
+    if config.runner != ProcessRunner.name:
+        parser.error("--server-python is for the process runner: containers run the image's python3")
+    return ProcessRunner(topo, config.server_cpu, config.client_cpu, args.server_python)
 
 
 def sweep_command(argv: list[str]) -> int:
     parser = sweep_parser()
     args = parser.parse_args(argv)
+    return run_command(args, parser, resolve(args, parser))
+
+
+def profile_command(argv: list[str]) -> int:
+    """A sweep of plaintext at one connection count, one repeat, with flame graphs."""
+    parser = profile_parser()
+    args = parser.parse_args(argv)
+    args.profile, args.workloads, args.experiments = DEFAULT_PROFILE, ["plaintext"], None
+    args.connections, args.repeat, args.flamegraphs = [args.connections], 1, True
+    return run_command(args, parser, replace(resolve(args, parser), profile="profile"))
+
+
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
     if os.geteuid() != 0:
         raise BenchError("bench needs root (network namespaces, pinning): sudo python3 -m bench ...")
-    config = resolve(args, parser)
+    diffs = diff_pairs(args, parser, config)
     topo = Topology()
-    runner = RUNNERS[config.runner](topo, config.server_cpu, config.client_cpu)
+    runner = make_runner(args, parser, config, topo)
     runner.check()
     check_topology(topo)
     raise_open_file_limit()
@@ -205,6 +281,10 @@ def sweep_command(argv: list[str]) -> int:
         raise BenchError(f"{out} already holds a run; choose another --out")
     run = Run(name=out.name, status="running", started_at=now(),
               environment=environment.collect(runner), config=asdict(config))
+    if args.flamegraphs:
+        run.profiling = Profiling(config.duration_s, SYSCALL_WINDOW_S, diffs, problem=runner.perf_problem())
+        if run.profiling.problem:
+            console.print(f"no profiles: {run.profiling.problem}", highlight=False)
     save(out, run)
     points = plan(config)
     console.print(f"{len(points)} points, {len(config.servers)} servers, results in {out}")
@@ -223,7 +303,16 @@ def sweep_command(argv: list[str]) -> int:
                 progress.advance(task)
                 stop.check()
 
-            run_sweep(config, runner, topo, on_record)
+            def on_profile(profile: ServerProfile) -> None:
+                run.profiling.profiles.append(profile)
+                save(out, run)
+                progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
+                stop.check()
+
+            profiling = run.profiling
+            profile_plan = (ProfilePlan(out, profiling.duration_s, profiling.syscall_window_s, on_profile)
+                    if profiling and not profiling.problem else None)
+            run_sweep(config, runner, topo, on_record, profile_plan)
         run.status = "complete"
     except Interrupted as interrupted:
         console.print(f"{interrupted}: sweep stopped, {len(run.records)} records kept in {out} "
@@ -276,7 +365,7 @@ def compare_command(argv: list[str]) -> int:
 # summary.METRICS key -> column of its ratio B/A
 COMPARE_HEADINGS = {"requests_per_s": "req/s B/A", "latency_p50_us": "p50 B/A", "latency_p99_us": "p99 B/A",
                     "cpu_us_per_request": "CPU/req B/A"}
-COMMANDS = {"plot": plot_command, "compare": compare_command}
+COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,11 @@ Containers come from one image (env SWISSKNIFE_IMAGE, default swissknife:latest)
 and are started, watched and removed through the Docker SDK for Python. Each
 runs in the host's network namespace with the host's /run/netns (rslave) and
 enters sk-server or sk-client with the image's docker/in-netns.sh (nsenter:
-CAP_SYS_ADMIN, the only capability added), pinned with a cpuset. CPU figures
-come from the container's cgroup, so they cover every process inside it.
+CAP_SYS_ADMIN, the only capability added, and CAP_SYSLOG for perf's kernel
+symbols in the server's), pinned with a cpuset. CPU figures come from the
+container's cgroup, so they cover every process inside it. perf runs inside the
+server's container (python3 -m bench.profiling), where the interpreter's perf
+maps are, and the flame graphs are copied out of it.
 
 No host path is bind-mounted except /run/netns: nginx's files are copied into
 the server container, so bench works the same on the host and inside the
@@ -25,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +38,9 @@ from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 from bench.errors import BenchError, PointFailed
-from bench.runners import LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun, server_command
+from bench.profiling import ProfileResult, PythonSupport, SyscallCount
+from bench.runners import (LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun, profiled_support,
+                           server_command)
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
@@ -49,6 +54,8 @@ COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
 # nginx's config names files by absolute path.
 SCRATCH_PARENT = "/tmp"
 NS_PER_S = 1e9
+SERVER_CAPS = ["SYS_ADMIN", "SYSLOG"]  # nsenter and perf; perf's kernel symbols
+PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class DockerRunner:
         except DockerException as error:
             raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") from None
         self._server: Container | None = None
+        self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
 
     def check(self) -> None:
         try:
@@ -117,16 +125,18 @@ class DockerRunner:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
         return self._client.containers.create(
             self._image.id, [f"{self._project}/docker/in-netns.sh", namespace, *command],
-            labels=self._labels(role), network_mode="host", cap_add=["SYS_ADMIN"], cpuset_cpus=str(cpu),
+            labels=self._labels(role), network_mode="host", cpuset_cpus=str(cpu),
+            cap_add=SERVER_CAPS if role == "server" else ["SYS_ADMIN"],
             mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
             ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
 
-    def start_server(self, kind: str, host: str, port: int) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         self.stop_server()
+        self._support = profiled_support(kind, self._python_support) if profiled else None
         scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
         try:
-            command = server_command(kind, host, port, scratch, "python3")
+            command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else ())
             self._server = self._create("server", self.topo.server_ns, self.server_cpu, command)
             self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
         finally:
@@ -164,6 +174,46 @@ class DockerRunner:
             self._server.stop(timeout=round(STOP_GRACE_S))  # the API takes whole seconds
             self._server.remove(force=True)
             self._server = None
+        self._support = None
+
+    def _profiling(self, container: Container | None, *args: str) -> dict:
+        """bench.profiling's answer from inside `container`, or from a probe container with the server's capabilities."""
+        command = ["python3", "-m", "bench.profiling", *args]
+        if container is None:
+            out = self._client.containers.run(self._image.id, command, remove=True, cap_add=SERVER_CAPS,
+                                              labels=self._labels("probe"))
+        else:
+            out = container.exec_run(command, demux=True).output[0]
+        return json.loads(out)
+
+    @cached_property
+    def _python_support(self) -> PythonSupport:
+        found = self._profiling(None, "support", "python3")
+        return PythonSupport(tuple(found["args"]), found["method"], found["reason"])
+
+    def perf_problem(self) -> str | None:
+        return self._profiling(None, "problem")["problem"]
+
+    def count_syscalls(self, duration_s: float) -> SyscallCount:
+        return SyscallCount(**self._profiling(self._server, "syscalls", str(duration_s)))
+
+    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
+        if self._support is None:
+            raise BenchError("profile() needs a server started with profiled=True")
+        found = self._profiling(self._server, "profile", str(duration_s), PROFILE_DIR, name,
+                                json.dumps(asdict(self._support)))
+        result = ProfileResult(**found | {"svg": None, "folded": None})
+        if found["svg"]:
+            result.svg, result.folded = (self._copy_out(found[key], out_dir) for key in ("svg", "folded"))
+        return result
+
+    def _copy_out(self, path: str, out_dir: Path) -> Path:
+        """A file of the server's container, copied into `out_dir`."""
+        stream, _ = self._server.get_archive(path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            archive.extractall(out_dir, filter="data")
+        return out_dir / Path(path).name
 
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.

@@ -10,6 +10,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from bench.config import REFERENCE_SERVER  # noqa: E402
+from bench.errors import BenchError  # noqa: E402
+from bench.profiling import Breakdown, breakdown, differential, plot_breakdown  # noqa: E402
+from bench.profiling.flamegraph import RenderError  # noqa: E402
+from bench.results import FLAMEGRAPH_DIR, Profiling  # noqa: E402
 from bench.summary import METRICS, Cell  # noqa: E402
 
 # figure name -> its panels: (metric, logarithmic y axis)
@@ -71,3 +75,43 @@ def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path:
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def profiled_workloads(profiling: Profiling) -> list[str]:
+    return list(dict.fromkeys(p.workload for p in profiling.profiles))
+
+
+def folded_stacks(profiling: Profiling, run_dir: Path, workload: str) -> dict[str, Path]:
+    """server -> the folded stacks kept for `workload`, for every server that has them."""
+    return {p.server: run_dir / p.folded for p in profiling.profiles if p.workload == workload and p.folded}
+
+
+def breakdowns(profiling: Profiling, run_dir: Path, workload: str) -> dict[str, Breakdown]:
+    return {server: breakdown(path) for server, path in folded_stacks(profiling, run_dir, workload).items()}
+
+
+def drawn_diffs(profiling: Profiling, run_dir: Path, workload: str) -> list[list[str]]:
+    """The run's differential pairs whose two servers both have folded stacks for `workload`."""
+    present = folded_stacks(profiling, run_dir, workload)
+    return [pair for pair in profiling.diff_pairs if set(pair) <= set(present)]
+
+
+def diff_path(run_dir: Path, workload: str, before: str, after: str) -> Path:
+    return run_dir / FLAMEGRAPH_DIR / f"{workload}-{before}-vs-{after}.svg"
+
+
+def draw_profiles(profiling: Profiling, run_dir: Path, plot_dir: Path) -> list[Path]:
+    """A breakdown bar chart per profiled workload and its differential flame graphs, from the folded stacks."""
+    paths = []
+    for workload in profiled_workloads(profiling):
+        if found := breakdowns(profiling, run_dir, workload):
+            paths.append(plot_breakdown(found, figure_path(plot_dir, workload, "breakdown")))
+        folded = folded_stacks(profiling, run_dir, workload)
+        for before, after in drawn_diffs(profiling, run_dir, workload):
+            title = f"{workload}: {before} -> {after} (widths: {after}; red: {after} spends more, blue: less)"
+            try:
+                paths.append(differential(folded[before], folded[after],
+                                          diff_path(run_dir, workload, before, after), title))
+            except RenderError as error:
+                raise BenchError(str(error)) from None
+    return paths

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from bench import experiments, plots
 from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE
-from bench.results import Run
+from bench.profiling import markdown_table
+from bench.profiling.perf import SAMPLE_HZ
+from bench.results import Profiling, Run
 from bench.summary import METRICS, Cell, Spread, median
 
 CLIENT_BOUND_MARK = "†"
@@ -143,5 +145,48 @@ def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str
             path = plots.figure_path(plot_dir, workload["name"], figure).relative_to(report_dir)
             lines += [f"![{workload['name']} {figure}]({path.as_posix()})", ""]
     lines += experiments.sections(run.config["workloads"], cells, plot_dir, report_dir)
+    if run.profiling:
+        lines += where_the_time_goes(run.profiling, cells, plot_dir, report_dir)
     return "\n".join(lines)
+
+
+def where_the_time_goes(profiling: Profiling, cells: list[Cell], plot_dir: Path, run_dir: Path) -> list[str]:
+    lines = ["## Where the time goes", "",
+             f"One extra run per server and workload, not among the measured repeats: the server restarted with "
+             f"perf support in its interpreter, wrk at the largest connection count, perf counting the server's "
+             f"syscalls for {profiling.syscall_window_s:g} s, then sampling it (cpu-clock, {SAMPLE_HZ} Hz, DWARF "
+             f"call graphs: kernel, C and Python frames) for {profiling.duration_s:g} s. Each sample counts in "
+             f"the category of its leaf-most frame that matches one (patterns: `bench/profiling/breakdown.py`). "
+             f"CPU µs/request is the measured repeats' median at that connection count; syscalls/request come "
+             f"from the profiled run. Python frames: `perf_jit` (`-X perf_jit`, 3.13+) or `perf` (`-X perf`, "
+             f"3.12+) name the servers' Python functions; `none` leaves them as interpreter C frames.", ""]
+    if profiling.problem:
+        return lines + [f"No profiles: {profiling.problem}.", ""]
+    by_key = {c.key: c for c in cells}
+    for workload in plots.profiled_workloads(profiling):
+        profiles = [p for p in profiling.profiles if p.workload == workload]
+        lines += [f"### {workload} at {profiles[0].connections} connections", "",
+                  "| server | CPU µs/request | syscalls/request | Python frames | flame graph |",
+                  "|---|---:|---:|---|---|"]
+        for p in profiles:
+            cell = by_key.get((p.workload, p.server, p.connections))
+            cpu = median(cell, "cpu_us_per_request") if cell else None
+            syscalls = f"{p.syscalls_per_request:.2f}" if p.syscalls_per_request is not None else "—"
+            graph = f"[{p.svg}]({p.svg})" if p.svg else f"none ({p.status})"
+            lines.append(f"| {p.server} | {'—' if cpu is None else f'{cpu:.1f}'} | {syscalls} | "
+                         f"{p.python_method} | {graph} |")
+        lines.append("")
+        if found := plots.breakdowns(profiling, run_dir, workload):
+            breakdown_png = plots.figure_path(plot_dir, workload, "breakdown").relative_to(run_dir)
+            lines += ["Share of the server's CPU samples:", "", markdown_table(found),
+                      f"![{workload} breakdown]({breakdown_png.as_posix()})", ""]
+        diffs = [f"[{before} → {after}]({plots.diff_path(run_dir, workload, before, after).relative_to(run_dir)})"
+                 for before, after in plots.drawn_diffs(profiling, run_dir, workload)]
+        if diffs:
+            lines += [f"Differential flame graphs (widths from the second server; red where it spends more, "
+                      f"blue where less): {', '.join(diffs)}.", ""]
+        notes = [f"- {p.server}: {note}" for p in profiles
+                 for note in [p.message, *p.notes, p.syscalls_message] if note]
+        lines += [*notes, ""] if notes else []
+    return lines
 

@@ -23,6 +23,7 @@ SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
+FLAMEGRAPH_DIR = "flamegraphs"  # SVGs and the folded stacks they were drawn from
 
 
 @dataclass
@@ -90,6 +91,39 @@ class Record:
 
 
 @dataclass
+class ServerProfile:
+    """One extra wrk run per (server, workload) with perf on the server; not one of the measured records."""
+
+    server: str
+    workload: str
+    connections: int
+    status: str  # "ok" | "unavailable" | "failed" (bench.profiling.ProfileResult)
+    message: str  # empty when ok: what to change, or what broke
+    python_method: str  # "perf_jit" | "perf" | "none": how Python functions reached perf
+    notes: list[str] = field(default_factory=list)  # what a reader of the graph must know (missing frames)
+    svg: str | None = None  # relative to the run directory
+    folded: str | None = None
+    requests_per_s: float | None = None  # of the profiled run, perf attached
+    syscalls_per_request: float | None = None
+    syscalls_message: str = ""  # why syscalls_per_request is None
+
+
+@dataclass
+class Profiling:
+    """The run's flame graph settings and results (sweep --flamegraphs, bench profile)."""
+
+    duration_s: float  # perf record's sampling time per server
+    syscall_window_s: float  # perf stat's counting time, before the sampling
+    diff_pairs: list[list[str]]  # [before, after] servers drawn as differential flame graphs
+    problem: str | None = None  # why perf could not run here: no profiles were taken
+    profiles: list[ServerProfile] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, document: dict) -> Profiling:
+        return cls(**document | {"profiles": [ServerProfile(**p) for p in document["profiles"]]})
+
+
+@dataclass
 class Run:
     name: str
     status: str  # "running" | "complete" | "interrupted"
@@ -98,11 +132,14 @@ class Run:
     config: dict
     finished_at: str | None = None
     records: list[Record] = field(default_factory=list)
+    profiling: Profiling | None = None  # None: no flame graphs asked for
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def from_json(cls, document: dict) -> Run:
-        return cls(**document | {"records": [Record(**r) for r in document["records"]]})
+        profiling = document.get("profiling")  # absent from runs made before profiling existed
+        return cls(**document | {"records": [Record(**r) for r in document["records"]],
+                                 "profiling": profiling and Profiling.from_json(profiling)})
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -18,18 +18,23 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from bench import nginx
 from bench.config import REFERENCE_SERVER
 from bench.errors import BenchError, PointFailed
+from bench.profiling import (ProfileResult, PythonSupport, SyscallCount, count_syscalls, perf_problem,
+                             profile_server, python_perf_args, remove_interpreter_files)
 from netns import ns
 from netns.config import Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 5.0
 LOG_TAIL_CHARS = 500
+PERF_ENV = "SWISSKNIFE_PERF"  # the perf binary the process runner uses (default: perf on PATH)
+NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
 
 
 @dataclass(frozen=True)
@@ -62,8 +67,9 @@ class Runner(Protocol):
     def image(self) -> dict | None:
         """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
 
-    def start_server(self, kind: str, host: str, port: int) -> None:
-        """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port."""
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+        """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;
+        `profiled`: with the interpreter options that show Python functions to perf."""
 
     def server_exit_code(self) -> int | None:
         """None while the server runs, else how it ended."""
@@ -76,6 +82,15 @@ class Runner(Protocol):
 
     def stop_server(self) -> None:
         """Stop the server and everything it started; no-op when none runs."""
+
+    def perf_problem(self) -> str | None:
+        """None when perf can profile the servers as this runner runs them; else one line saying what to change."""
+
+    def count_syscalls(self, duration_s: float) -> SyscallCount:
+        """The syscalls the running server's processes make in the next `duration_s` seconds."""
+
+    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
+        """Sample the running server (started profiled) for `duration_s`: out_dir/name.svg and name.folded."""
 
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
@@ -93,11 +108,14 @@ class ProcessRunner:
 
     name = "process"
 
-    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int) -> None:
+    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int, python: str = sys.executable) -> None:
         self.topo = topo
         self.server_cpu = server_cpu
         self.client_cpu = client_cpu
+        self.python = python  # the interpreter of the Python servers (bench --server-python)
+        self.perf = os.environ.get(PERF_ENV, "perf")
         self._server: subprocess.Popen | None = None
+        self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
         self._scratch: Path | None = None  # the server's log and nginx's files
         self._wrk: subprocess.Popen | None = None
 
@@ -111,16 +129,23 @@ class ProcessRunner:
             done = subprocess.run(args, capture_output=True, text=True)
             line = (done.stdout + done.stderr).strip().splitlines()[0]  # both print to stderr
             return re.sub(r"^nginx version: | Copyright.*$", "", line)
-        return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"])}
+        return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"]),
+                "server_python": f"{version([self.python, '--version'])} ({self.python})"}
 
     def image(self) -> dict | None:
         return None
 
     def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
-        return server_command(kind, host, port, scratch, sys.executable)
+        return server_command(kind, host, port, scratch, self.python, self._support.args if self._support else ())
 
-    def start_server(self, kind: str, host: str, port: int) -> None:
+    @cached_property
+    def _python_support(self) -> PythonSupport:
+        return python_perf_args(self.python)
+
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         self.stop_server()
+        if profiled:
+            self._support = profiled_support(kind, self._python_support)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-"))
         command = self.server_command(kind, host, port, self._scratch)
         with open(self._scratch / "server.log", "wb") as log:
@@ -137,10 +162,14 @@ class ProcessRunner:
             return ""
         return (self._scratch / "server.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
 
+    def server_pids(self) -> list[int]:
+        """The server's processes (reuseport workers, nginx's master and worker); [] when none runs."""
+        return [] if self._server is None else [s["pid"] for s in process_tree(self._server.pid)]
+
     def server_usage(self) -> ServerUsage:
         if self._server is None or self._server.poll() is not None:
             raise PointFailed("the server is not running")
-        stats = _process_tree(self._server.pid)
+        stats = process_tree(self._server.pid)
         ticks = os.sysconf("SC_CLK_TCK")
         # cutime/cstime carry the CPU of children that already exited and were reaped.
         return ServerUsage(
@@ -152,11 +181,25 @@ class ProcessRunner:
 
     def stop_server(self) -> None:
         if self._server is not None:
+            pids = self.server_pids() if self._support else []
             _stop_group(self._server, signal.SIGTERM)
             self._server = None
+            remove_interpreter_files(pids)  # perf support's /tmp files, once their processes are gone
+        self._support = None
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+    def perf_problem(self) -> str | None:
+        return perf_problem(self.perf)
+
+    def count_syscalls(self, duration_s: float) -> SyscallCount:
+        return count_syscalls(self.server_pids(), duration_s, self.perf)
+
+    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
+        if self._support is None:
+            raise BenchError("profile() needs a server started with profiled=True")
+        return profile_server(self.server_pids(), duration_s, out_dir, name, self._support, self.perf)
 
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
@@ -188,11 +231,17 @@ def docker_runner(topo: Topology, server_cpu: int, client_cpu: int) -> Runner:
 RUNNERS = {ProcessRunner.name: ProcessRunner, "docker": docker_runner}
 
 
-def server_command(kind: str, host: str, port: int, scratch: Path, python: str) -> list[str]:
-    """The server's argv (nginx's files written into `scratch`); `python` runs the Python servers."""
+def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
+                   python_args: Sequence[str] = ()) -> list[str]:
+    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers."""
     if kind == REFERENCE_SERVER:
         return nginx.prepare(scratch, host, port, _open_file_limit())
-    return [python, "-m", "servers", kind, "--host", host, "--port", str(port)]
+    return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+
+
+def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:
+    """How server `kind` shows Python functions to perf, given its interpreter's support."""
+    return NOT_PYTHON if kind == REFERENCE_SERVER else python
 
 
 def _pinned(cpu: int, command: Sequence[str]) -> list[str]:
@@ -243,7 +292,7 @@ def _proc_stat(pid: int) -> dict[str, int]:
             "cutime": int(fields[13]), "cstime": int(fields[14])}
 
 
-def _process_tree(root: int) -> list[dict[str, int]]:
+def process_tree(root: int) -> list[dict[str, int]]:
     """/proc/PID/stat figures of `root` and all its descendants, found by their parent links."""
     stats: dict[int, dict[str, int]] = {}
     for entry in os.listdir("/proc"):

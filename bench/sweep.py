@@ -4,23 +4,32 @@ A server is started fresh for each (server, workload), verified, and reused
 across that pair's connection counts and repeats; it is warmed up once per
 connection count (the warm-up is not recorded). If it dies, the point it died
 in fails and the next point starts it again (and verifies it again).
+
+With flame graphs asked for, each (server, workload) then gets one extra run
+that is not a record: the server is restarted with perf support (which costs
+the interpreter a little), and perf counts its syscalls, then samples it,
+while wrk drives it at the largest connection count.
 """
 
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import groupby
+from pathlib import Path
 
 from bench import verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
 from bench.errors import PointFailed
 from bench.holder import IdleConnections, established_at
-from bench.results import Record
+from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
 from bench.runners import Runner, ServerUsage, WrkRun
 from netns import ns
 from netns.config import Topology
@@ -30,29 +39,56 @@ from servers.select_server import FD_SETSIZE
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
 IDLE_SETTLE_S = 10.0
 SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server holds besides connections
+PROFILE_LEAD_S = 0.5  # wrk's connection set-up, before perf starts counting
+PROFILE_TAIL_S = 1.0  # wrk outlasts perf, so perf never samples a server winding down
+SYSCALL_WINDOW_S = 1.5
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Flame graphs in the sweep: what to sample, where to write, whom to tell."""
+
+    run_dir: Path  # graphs go to its flamegraphs/
+    duration_s: float  # perf record's sampling time
+    syscall_window_s: float  # perf stat's counting time, before the sampling
+    on_profile: Callable[[ServerProfile], None]
+
+
+def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Callable[[Record], None],
+              profiling: ProfilePlan | None = None) -> None:
+    """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
+    each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
+    try:
+        for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
+            points = list(points)
+            run_group(runner, topo, config, points, on_record)
+            profiled = max(points, key=lambda p: p.connections)
+            if profiling is not None and unsupported(profiled) is None:
+                profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
+    finally:
+        runner.stop()
+
+
+def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
               on_record: Callable[[Record], None]) -> None:
-    """Measure every point of `config`, handing each record to `on_record`; stop everything at the end."""
-    current: tuple[str, Workload] | None = None
-    broken: str | None = None  # why the current server cannot be benchmarked
+    """The points of one (server, workload), with one server started for them (again if it dies)."""
+    started = False
+    broken: str | None = None  # why the server cannot be benchmarked
     warmed: set[int] = set()
     port = 0
     idle: Idle | None = None
     try:
-        for point in plan(config):
+        for point in points:
             if reason := unsupported(point):
                 on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
                                  status="unsupported", failure=reason, started_at=now()))
                 continue
-            server_died = broken is None and runner.server_exit_code() is not None
-            if (point.server, point.workload) != current or server_died:
-                current = (point.server, point.workload)
+            if not started or (broken is None and runner.server_exit_code() is not None):
+                started = True
                 if idle is not None:
                     idle.connections.close()
                 port, broken = start_verified(runner, topo, config, point)
@@ -74,7 +110,40 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology,
     finally:
         if idle is not None:
             idle.connections.close()
-        runner.stop()
+
+
+def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                  profiling: ProfilePlan) -> ServerProfile:
+    """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
+    profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
+    port, broken = start_verified(runner, topo, config, point, profiled=True)
+    idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
+    try:
+        if broken is not None:
+            raise PointFailed(broken)
+        load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            load = pool.submit(run_wrk, runner, topo, config, point, port, load_s)
+            time.sleep(PROFILE_LEAD_S)
+            syscalls = runner.count_syscalls(profiling.syscall_window_s)
+            result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
+                                    f"{point.workload.name}-{point.server}")
+            report = wrk.parse(load.result().stdout)
+    except (PointFailed, ValueError) as failure:  # ValueError: wrk's report unreadable
+        profile.message = str(failure)
+        return profile
+    finally:
+        if idle is not None:
+            idle.connections.close()
+        runner.stop_server()
+    profile.status, profile.message, profile.python_method = result.status, result.message, result.python_method
+    profile.notes = result.notes
+    profile.svg, profile.folded = (path and path.relative_to(profiling.run_dir).as_posix()
+                                   for path in (result.svg, result.folded))
+    profile.requests_per_s = report.requests / (report.duration_us / 1e6)
+    profile.syscalls_per_request = syscalls.per_request(profile.requests_per_s)
+    profile.syscalls_message = syscalls.message
+    return profile
 
 
 def unsupported(point: Point) -> str | None:
@@ -125,10 +194,11 @@ def free_port(topo: Topology) -> int:
         return probe.getsockname()[1]
 
 
-def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point) -> tuple[int, str | None]:
+def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                   profiled: bool = False) -> tuple[int, str | None]:
     """Start the point's server and check its answers; (port, None) or (port, why it is unusable)."""
     port = free_port(topo)
-    runner.start_server(point.server, topo.server_addr, port)
+    runner.start_server(point.server, topo.server_addr, port, profiled)
     problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
     if problem is None:
         try:
