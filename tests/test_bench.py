@@ -16,22 +16,16 @@ import jsonschema
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.cli import check_topology  # noqa: E402
-from bench.config import WORKLOADS, SweepConfig  # noqa: E402
-from bench.errors import BenchError  # noqa: E402
-from bench.results import Record, schema  # noqa: E402
-from bench.runners import ProcessRunner  # noqa: E402
-from bench.sweep import run_sweep  # noqa: E402
-from netns.config import Topology  # noqa: E402
+from bench.cli import check_topology
+from bench.config import WORKLOADS, SweepConfig
+from bench.errors import BenchError
+from bench.results import Record, schema
+from bench.runners import ProcessRunner
+from bench.sweep import run_sweep
+from netns.config import Topology
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces, pinning and nginx need root")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topology():
-    subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], check=True, capture_output=True)
+pytestmark = pytest.mark.usefixtures("topology")  # skips without root
 
 
 def bench(*args: str, **kwargs) -> subprocess.Popen:

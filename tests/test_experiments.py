@@ -4,7 +4,6 @@ workloads, large responses, pipelining, churn. Real namespaces, real wrk, real s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.config import EXPERIMENTS  # noqa: E402
+from bench.config import EXPERIMENTS
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topology():
-    subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], check=True, capture_output=True)
+pytestmark = pytest.mark.usefixtures("topology")  # skips without root
 
 
 def sweep(out: Path, *args: str) -> dict:

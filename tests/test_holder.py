@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from netns import ns  # noqa: E402
+from netns import ns
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = pytest.mark.usefixtures("topology")  # skips without root
 
 SERVER_ADDR = "fd00:5a::1"
 PORT = 18181
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topology():
-    subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], check=True, capture_output=True)
 
 
 def start_server(kind: str) -> subprocess.Popen:
