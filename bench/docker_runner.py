@@ -10,6 +10,10 @@ container's cgroup, so they cover every process inside it. perf runs inside the
 server's container (python3 -m bench.profiling), where the interpreter's perf
 maps are, and the flame graphs are copied out of it.
 
+Every container is labelled with its role, its run and the bench that owns it;
+at start, the containers of a bench that is gone (crashed, killed) are removed,
+those of a bench still running are left alone.
+
 No host path is bind-mounted except /run/netns: nginx's files are copied into
 the server container, so bench works the same on the host and inside the
 compose `bench` container.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -33,7 +38,7 @@ from functools import cached_property
 from pathlib import Path
 
 import docker
-from docker.errors import DockerException, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
@@ -49,6 +54,7 @@ DEFAULT_IMAGE = "swissknife:latest"
 IMAGE_VERSIONS = "/etc/swissknife-versions.json"  # written at image build time (docker/Dockerfile)
 ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of ours carries
 RUN_LABEL = "swissknife.run"  # the runner that started it
+OWNER_LABEL = "swissknife.owner"  # the bench behind that runner: container:ID or process:PIDNS:PID:START
 COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
 # The scratch directory keeps its path inside the container, whose /tmp exists:
 # nginx's config names files by absolute path.
@@ -91,12 +97,29 @@ class DockerRunner:
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
-        """Remove the containers a crashed or killed bench left behind (found by their labels)."""
+        """Remove the containers a crashed or killed bench left behind; a live bench's stay (and disturb us)."""
         for container in self._client.containers.list(all=True, filters={"label": ROLE_LABEL}):
             labels = container.labels
-            print(f"bench: removing leftover {labels[ROLE_LABEL]} container {container.short_id} "
-                  f"of run {labels.get(RUN_LABEL, '?')}", file=sys.stderr)
-            container.remove(force=True)
+            what = f"{labels[ROLE_LABEL]} container {container.short_id} of run {labels.get(RUN_LABEL, '?')}"
+            if self._owner_alive(labels.get(OWNER_LABEL, "")):
+                print(f"bench: warning: another bench is running ({what}); both runs' figures suffer",
+                      file=sys.stderr)
+                continue
+            print(f"bench: removing leftover {what}", file=sys.stderr)
+            _remove(container)
+
+    def _owner_alive(self, owner: str) -> bool:
+        kind, _, ident = owner.partition(":")
+        if kind == "container":
+            try:
+                return self._client.containers.get(ident).status == "running"
+            except NotFound:
+                return False
+        if kind == "process":
+            pid_namespace, pid, start = ident.split(":")
+            # A process of another PID namespace cannot be looked up from here: assume it lives.
+            return pid_namespace != _pid_namespace() or _start_ticks(int(pid)) == start
+        return False  # unlabelled: made by hand, or by an older bench
 
     @cached_property
     def _baked_versions(self) -> dict:
@@ -118,7 +141,7 @@ class DockerRunner:
     def _labels(self, role: str) -> dict[str, str]:
         # Blank the labels `docker compose build` stamps on the image: containers inherit them,
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
-        return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id}
+        return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
     def _create(self, role: str, namespace: str, cpu: int, command: Sequence[str]) -> Container:
         """A container running `command` inside `namespace`, pinned to `cpu`, not yet started."""
@@ -229,7 +252,7 @@ class DockerRunner:
         except TimeoutError:
             raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed") from None
         finally:
-            container.remove(force=True)  # kills a hung wrk too, which ends the exec's stream
+            _remove(container)  # kills a hung wrk too, which ends the exec's stream
             pool.shutdown()
         stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
         return WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)
@@ -237,7 +260,39 @@ class DockerRunner:
     def stop(self) -> None:
         self.stop_server()
         for container in self._client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
-            container.remove(force=True)
+            _remove(container)
+
+
+def _remove(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except APIError as error:
+        if error.status_code not in (404, 409):  # gone, or being removed already (by another runner)
+            raise
+
+
+def _pid_namespace() -> str:
+    return str(os.stat("/proc/self/ns/pid").st_ino)
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When process `pid` started (field 22 of /proc/PID/stat): with the pid, it names one process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        return None
+
+
+def _owner() -> str:
+    """This bench: the container it runs in, which the Docker API can look up, else this host process."""
+    # Docker bind-mounts the container's own /etc/hostname from its directory, named by its id.
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if found := re.search(r"/containers/([0-9a-f]{64})/hostname /etc/hostname ", mounts):
+        return f"container:{found[1]}"
+    return f"process:{_pid_namespace()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+OWNER = _owner()
 
 
 def _cpu(stats: dict) -> ContainerCpu:

@@ -22,7 +22,7 @@ docker = pytest.importorskip("docker", reason="the Docker SDK for Python (`docke
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.docker_runner import ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
+from bench.docker_runner import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
 from bench.errors import PointFailed  # noqa: E402
 from bench.sweep import free_port  # noqa: E402
 from netns.config import Topology  # noqa: E402
@@ -62,10 +62,10 @@ def ours(**filters: str) -> list:
     return CLIENT.containers.list(all=True, filters={"label": labels})
 
 
-def leftover(run: str, role: str = "server"):
-    """A container as a killed bench leaves it: labelled, running, owned by nobody."""
+def leftover(run: str, owner: str = ""):
+    """A server container as a bench leaves it when killed (or as a live bench has it): labelled, running."""
     return CLIENT.containers.run("swissknife:latest", ["sleep", "infinity"], detach=True,
-                                 labels={ROLE_LABEL: role, RUN_LABEL: run})
+                                 labels={ROLE_LABEL: "server", RUN_LABEL: run, OWNER_LABEL: owner})
 
 
 def started_containers(since: float, until: float) -> dict[str, Counter]:
@@ -98,7 +98,8 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         runner.start_server("nginx", topo.server_addr, port)
         (server,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "server"})
         host = server.attrs["HostConfig"]
-        assert (host["CpusetCpus"], host["NetworkMode"], host["CapAdd"]) == ("0", "host", ["SYS_ADMIN"])
+        # SYS_ADMIN: nsenter (and perf); SYSLOG: perf's kernel symbols
+        assert (host["CpusetCpus"], host["NetworkMode"], host["CapAdd"]) == ("0", "host", ["SYS_ADMIN", "SYSLOG"])
         assert not host["Privileged"]
         assert not server.labels["com.docker.compose.project"]  # compose must not take it for its own
         assert [(m["Source"], m["Propagation"]) for m in server.attrs["Mounts"]] == [("/run/netns", "rslave")]
@@ -120,6 +121,21 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
     finally:
         runner.stop()
     assert ours(**{RUN_LABEL: runner.run_id}) == []
+
+
+def test_a_live_bench_keeps_its_containers_a_dead_one_loses_them(capfd):
+    kind, pid_namespace, pid, _start = OWNER.split(":")
+    live = leftover("live-run", owner=OWNER)  # this test's process: alive
+    dead = leftover("dead-run", owner=f"{kind}:{pid_namespace}:{pid}:0")  # a pid whose process is gone
+    try:
+        DockerRunner(Topology(), server_cpu=0, client_cpu=1).check()
+        assert [c.id for c in ours(**{RUN_LABEL: "live-run"})] == [live.id]
+        assert ours(**{RUN_LABEL: "dead-run"}) == []
+        stderr = capfd.readouterr().err
+        assert f"removing leftover server container {dead.short_id} of run dead-run" in stderr
+        assert "another bench is running" in stderr and "live-run" in stderr
+    finally:
+        live.remove(force=True)
 
 
 def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(tmp_path):
