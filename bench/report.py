@@ -10,7 +10,7 @@ from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SH
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
 from bench.results import Profiling, Run
-from bench.summary import METRICS, Cell, Spread, median
+from bench.summary import Cell, Spread, median
 
 CLIENT_BOUND_MARK = "†"
 DISTURBED_MARK = "‡"

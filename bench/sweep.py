@@ -26,7 +26,7 @@ from itertools import groupby
 from pathlib import Path
 
 from bench import verify, wrk
-from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
+from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import PointFailed
 from bench.holder import IdleConnections, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile

@@ -7,6 +7,9 @@
 #   BENCH_CONNECTIONS  connection counts, e.g. "10 100" or "10,100"
 #   BENCH_DURATION     seconds per wrk run
 #   BENCH_REPEAT       repeats per point
+#   BENCH_EXPERIMENTS  experiments, e.g. "idle-connections blocking-handler"
+#   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
+#   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
@@ -19,5 +22,10 @@ args=(--runner docker --profile "${BENCH_PROFILE:-quick}")
 [ -z "${BENCH_CONNECTIONS:-}" ] || args+=(--connections ${BENCH_CONNECTIONS//,/ })
 [ -z "${BENCH_DURATION:-}" ] || args+=(--duration "$BENCH_DURATION")
 [ -z "${BENCH_REPEAT:-}" ] || args+=(--repeat "$BENCH_REPEAT")
+# shellcheck disable=SC2206
+[ -z "${BENCH_EXPERIMENTS:-}" ] || args+=(--experiments ${BENCH_EXPERIMENTS//,/ })
+# shellcheck disable=SC2206
+[ -z "${BENCH_WORKLOADS:-}" ] || args+=(--workloads ${BENCH_WORKLOADS//,/ })
+[ -z "${BENCH_FLAMEGRAPHS:-}" ] || args+=(--flamegraphs)
 
 exec python3 -m bench "${args[@]}" "$@"

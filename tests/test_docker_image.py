@@ -210,12 +210,14 @@ def test_bench_entrypoint_maps_the_environment_and_keeps_the_exit_status(client,
         IMAGE, ["-c", f'{fake} && PATH=/tmp/fake:$PATH exec {" ".join(entrypoint)} --out /tmp/x'],
         entrypoint=["sh"], detach=True, labels={LABEL: "1"},
         environment={"BENCH_PROFILE": "smoke", "BENCH_SERVERS": "epoll,poll", "BENCH_CONNECTIONS": "10 100",
-                     "BENCH_DURATION": "2", "BENCH_REPEAT": "3"})
+                     "BENCH_DURATION": "2", "BENCH_REPEAT": "3", "BENCH_EXPERIMENTS": "idle-connections churn",
+                     "BENCH_FLAMEGRAPHS": "1"})
     try:
         assert container.wait(timeout=60)["StatusCode"] == 7
         assert container.logs().decode().split() == [
             "-m", "bench", "--runner", "docker", "--profile", "smoke", "--servers", "epoll", "poll",
-            "--connections", "10", "100", "--duration", "2", "--repeat", "3", "--out", "/tmp/x"]
+            "--connections", "10", "100", "--duration", "2", "--repeat", "3",
+            "--experiments", "idle-connections", "churn", "--flamegraphs", "--out", "/tmp/x"]
     finally:
         container.remove(force=True)
 
