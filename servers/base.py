@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import sys
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -206,7 +207,7 @@ class Peer:
             pass
 
 
-class Server:
+class Server(ABC):
     """A listener and its connections; a model subclass supplies `serve`."""
 
     blocking_sockets = False
@@ -225,8 +226,9 @@ class Server:
     def port(self) -> int:
         return self.listener.getsockname()[1]
 
+    @abstractmethod
     def serve(self) -> None:
-        raise NotImplementedError
+        """Accept and serve connections until shut down."""
 
     def admit(self, sock: socket.socket) -> bool:
         """Whether this model can take a newly accepted connection."""
@@ -274,18 +276,21 @@ class Server:
 class EventLoopServer(Server):
     """A level-triggered readiness loop; a subclass supplies the mechanism (register ... wait)."""
 
+    @abstractmethod
     def register(self, fd: int, events: int) -> None:
-        raise NotImplementedError
+        """Start watching `fd` for `events` (READ/WRITE bits)."""
 
+    @abstractmethod
     def modify(self, fd: int, events: int) -> None:
-        raise NotImplementedError
+        """Change the events watched on `fd`."""
 
+    @abstractmethod
     def unregister(self, fd: int) -> None:
-        raise NotImplementedError
+        """Stop watching `fd`."""
 
+    @abstractmethod
     def wait(self) -> Iterable[tuple[int, int]]:
         """Block until some descriptors are ready; return (fd, events) pairs."""
-        raise NotImplementedError
 
     def serve(self) -> None:
         self.listener.setblocking(False)
