@@ -83,7 +83,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                ("plaintext", "pipeline-16", "pipeline-64"), axis="pipeline"),
     Experiment("blocking-handler", "Which models keep serving while a handler blocks (a slow backend)?",
                ("sleep-5",)),
-    Experiment("cpu-handler", "Which models use more than one core when handlers burn CPU?", ("cpu-200",)),
+    Experiment("cpu-handler", "What does a CPU-bound handler cost each model on one pinned core, "
+               "where the GIL leaves threads no parallelism?", ("cpu-200",)),
     Experiment("large-responses", "How do the models stream large bodies with partial writes?",
                ("bytes-64k", "bytes-1m")),
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),

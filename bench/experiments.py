@@ -103,7 +103,8 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
         first, last = measured[0], measured[-1]
         changes.append((rps(last) / rps(first), server, first, last))
     changes.sort(reverse=True)
-    parts = [f"{server}{' (reference)' if server == REFERENCE_SERVER else ''} kept {ratio:.0%} of its throughput "
+    parts = [f"{server}{' (reference)' if server == REFERENCE_SERVER else ''} "
+             f"{f'kept {ratio:.0%} of its throughput' if ratio < 1 else f'multiplied its throughput by {ratio:.2f}'} "
              f"({rps(first):,.0f} → {rps(last):,.0f} requests/s at {first.connections:,} → {last.connections:,}; "
              f"CPU {median(first, 'cpu_us_per_request'):,.1f} → {median(last, 'cpu_us_per_request'):,.1f} µs/request)"
              for ratio, server, first, last in changes]
