@@ -19,23 +19,17 @@ import jsonschema
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.profiling import breakdown, read_folded  # noqa: E402
 from bench.results import schema  # noqa: E402
 from test_profiling import NETWORK_FUNCTIONS, perf_capable_python  # noqa: E402
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and perf on other processes need root"),
     pytest.mark.skipif(shutil.which("perf") is None or shutil.which("wrk") is None,
                        reason="needs perf and wrk (tests/run installs them)"),
+    pytest.mark.usefixtures("topology"),  # skips without root
 ]
 PROFILED = ("epoll", "epoll-pool")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topology() -> None:
-    subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], check=True, capture_output=True)
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

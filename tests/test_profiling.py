@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from bench.profiling import (  # noqa: E402
     CATEGORIES,
@@ -40,23 +39,15 @@ from bench.profiling import (  # noqa: E402
 )
 from netns import ns  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("perf") is None or shutil.which("wrk") is None,
-                                reason="needs perf and wrk (tests/run installs them)")
+pytestmark = [pytest.mark.skipif(shutil.which("perf") is None or shutil.which("wrk") is None,
+                                 reason="needs perf and wrk (tests/run installs them)"),
+              pytest.mark.usefixtures("topology")]  # skips without root
 
 SERVER_ADDR = "fd00:5a::1"
 CONNECTIONS = 64
 PROFILE_S = 3
 SYSCALL_S = 1.5
 NETWORK_FUNCTIONS = ("tcp_sendmsg", "tcp_recvmsg", "tcp_v6_rcv", "ip6_xmit", "veth_xmit")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topology() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and perf on other processes need root")
-    up = subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "up"], capture_output=True, text=True,
-                        timeout=60)
-    assert up.returncode == 0, up.stderr
 
 
 def perf_capable_python() -> tuple[str, PythonSupport] | None:
