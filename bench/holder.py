@@ -131,7 +131,7 @@ def wait_until_told_to_stop() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     while not stop:
-        readable, _, _ = select.select([sys.stdin], [], [], 0.2) if not sys.stdin.closed else ([], [], [])
+        readable, _, _ = select.select([sys.stdin], [], [], 0.2)
         if readable and not sys.stdin.buffer.read1(4096):
             return  # the parent closed our stdin: it is gone or done
 

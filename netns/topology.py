@@ -79,7 +79,8 @@ def _ipr(namespace: str | None = None) -> Iterator[IPRoute]:
 
 
 def _attr(msg, name: str, default=None):
-    return msg.get_attr(name) if msg.get_attr(name) is not None else default
+    value = msg.get_attr(name)
+    return default if value is None else value
 
 
 def _find_link(ipr: IPRoute, ifname: str):
