@@ -91,8 +91,7 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                 started = True
                 if idle is not None:
                     idle.connections.close()
-                port, broken = start_verified(runner, topo, config, point)
-                idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
+                port, broken, idle = start_point(runner, topo, config, point)
                 warmed = set()
             try:
                 if broken is not None:
@@ -116,8 +115,7 @@ def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Po
                   profiling: ProfilePlan) -> ServerProfile:
     """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
-    port, broken = start_verified(runner, topo, config, point, profiled=True)
-    idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
+    port, broken, idle = start_point(runner, topo, config, point, profiled=True)
     try:
         if broken is not None:
             raise PointFailed(broken)
@@ -156,6 +154,14 @@ def unsupported(point: Point) -> str | None:
         return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "
                 f"{point.workload.idle} idle + {point.connections} active connections need about {descriptors}")
     return None
+
+
+def start_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                profiled: bool = False) -> tuple[int, str | None, Idle | None]:
+    """The point's server started and verified, with the workload's idle connections held when it works."""
+    port, broken = start_verified(runner, topo, config, point, profiled=profiled)
+    idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
+    return port, broken, idle
 
 
 @dataclass
