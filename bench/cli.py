@@ -280,7 +280,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
     if (out / "results.json").exists():
         raise BenchError(f"{out} already holds a run; choose another --out")
     run = Run(name=out.name, status="running", started_at=now(),
-              environment=environment.collect(runner), config=asdict(config))
+              environment=environment.collect(runner, topo), config=asdict(config))
     if args.flamegraphs:
         run.profiling = Profiling(config.duration_s, SYSCALL_WINDOW_S, diffs, problem=runner.perf_problem())
         if run.profiling.problem:

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.runners import REPO_ROOT, Runner
+from netns.config import Topology
+from netns.topology import CLIENT_SYSCTLS, read_sysctls
 
 IMAGE_VERSIONS = Path("/etc/swissknife-versions.json")  # written into the Docker image at build time
 
@@ -34,7 +36,7 @@ def git_commit() -> str:
     return f"{commit}-dirty" if git("status", "--porcelain", "--untracked-files=no") else commit
 
 
-def collect(runner: Runner) -> dict:
+def collect(runner: Runner, topo: Topology) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     environment = {
         "kernel": platform.release(),
@@ -45,6 +47,7 @@ def collect(runner: Runner) -> dict:
         "pyroute2": metadata.version("pyroute2"),
         "git_commit": git_commit(),
         "open_file_limit": {"soft": soft, "hard": hard},
+        "client_sysctls": read_sysctls(topo.client_ns, CLIENT_SYSCTLS),
         "runner": runner.name,
         "tools": runner.versions(),
     }

@@ -103,6 +103,7 @@ def environment_lines(run: Run) -> list[str]:
         "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
         "pinning": pins, "Python": env["python"], "pyroute2": env["pyroute2"],
         **env["tools"], "open-file limit": env["open_file_limit"]["soft"],
+        **{f"client {key}": value for key, value in env.get("client_sysctls", {}).items()},
         "runner": env["runner"], "git commit": env["git_commit"],
     }
     return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows.items())]

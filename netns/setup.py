@@ -93,6 +93,8 @@ def describe(report) -> str:
             f"{' '.join(link.addresses) or 'no address'} qdisc {link.qdisc or 'none'} "
             f"rx {link.rx_bytes} B/{link.rx_packets} pkts tx {link.tx_bytes} B/{link.tx_packets} pkts"
         )
+    if report.client_sysctls:
+        lines.append("client sysctls: " + ", ".join(f"{k} = {v}" for k, v in report.client_sysctls.items()))
     lines.append(f"reachability: {report.reachability}")
     lines.append("healthy" if report.healthy else "UNHEALTHY: " + "; ".join(report.problems))
     return "\n".join(lines)

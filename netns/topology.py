@@ -17,7 +17,8 @@ import socket
 import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -31,6 +32,12 @@ ROOT_QDISC = 0xFFFFFFFF
 IFF_UP = 0x1
 SHAPING_HANDLE = 0x10000  # 1:
 NETEM_MISSING = "this kernel has no sch_netem (delay/loss emulation); nothing was changed"
+# The client opens tens of thousands of short connections (churn) and, closing
+# first, keeps each port in TIME_WAIT for 60 s: with the defaults (28k ports,
+# TIME_WAIT reuse on loopback only) a churn point exhausts the ports and the
+# next ones measure connect() hunting for a free port, not the server. Per
+# namespace, so the host's own settings are untouched.
+CLIENT_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "1024 65535"}
 
 
 class TopologyError(RuntimeError):
@@ -58,6 +65,7 @@ class LinkStatus:
 class TopologyStatus:
     namespaces: dict[str, str]  # name -> "ours" | "missing" | "foreign"
     links: list[LinkStatus]
+    client_sysctls: dict[str, str]
     reachable: bool
     reachability: str
     problems: list[str]
@@ -145,7 +153,7 @@ def up(topo: Topology, shaping: Shaping = Shaping()) -> list[str]:
         with _ipr(namespace) as ipr:
             changes += _ensure_end(ipr, namespace, ifname, address, topo)
             changes += _ensure_shaping(ipr, ifname, shaping)
-    return changes
+    return changes + _ensure_sysctls(topo.client_ns, CLIENT_SYSCTLS)
 
 
 def _ensure_namespace(name: str) -> list[str]:
@@ -162,6 +170,30 @@ def _ensure_namespace(name: str) -> list[str]:
         lo = ipr.link_lookup(ifname="lo")[0]
         ipr.link("set", index=lo, ifalias=OWNER_ALIAS, state="up")
     return [f"created namespace {name}"]
+
+
+def _sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def read_sysctls(namespace: str, keys: Iterable[str]) -> dict[str, str]:
+    """Values as `sysctl` prints them (whitespace collapsed), read inside `namespace`."""
+    with ns.inside(namespace):  # /proc/sys/net shows the namespace of the reading thread
+        return {key: " ".join(Path(_sysctl_path(key)).read_text().split()) for key in keys}
+
+
+def _ensure_sysctls(namespace: str, wanted: dict[str, str]) -> list[str]:
+    present = read_sysctls(namespace, wanted)
+    changed = {key: value for key, value in wanted.items() if present[key] != value}
+    with ns.inside(namespace):
+        for key, value in changed.items():
+            try:
+                Path(_sysctl_path(key)).write_text(value)
+            except OSError as err:
+                raise TopologyError(
+                    f"cannot set {key}={value} in {namespace}: {err.strerror} (in a container, /proc/sys must be "
+                    f"writable: docker run --security-opt systempaths=unconfined)") from err
+    return [f"set {key}={value} in {namespace}" for key, value in changed.items()]
 
 
 def _ensure_veth(topo: Topology) -> list[str]:
@@ -201,6 +233,9 @@ def _ensure_veth(topo: Topology) -> list[str]:
                     f"cannot create {topo.server_if}/{topo.client_if}: a link of that name already exists"
                 ) from err
             raise
+    for namespace, ifname, _ in topo.ends():  # mark both ends ours at once: a later failure must not orphan them
+        with _ipr(namespace) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], ifalias=OWNER_ALIAS)
     return changes + [f"created veth pair {topo.server_if} ({topo.server_ns}) <-> {topo.client_if} ({topo.client_ns})"]
 
 
@@ -208,8 +243,6 @@ def _ensure_end(ipr: IPRoute, namespace: str, ifname: str, address: str, topo: T
     changes = []
     link = _find_link(ipr, ifname)
     index = link["index"]
-    if _attr(link, "IFLA_IFALIAS") != OWNER_ALIAS:
-        ipr.link("set", index=index, ifalias=OWNER_ALIAS)
     if _attr(link, "IFLA_MTU") != topo.mtu:
         ipr.link("set", index=index, mtu=topo.mtu)
         changes.append(f"set mtu {topo.mtu} on {ifname}")
@@ -322,12 +355,15 @@ def status(topo: Topology, probe: bool = True) -> TopologyStatus:
             problems.append(f"{link.name} is {link.state or 'down'}")
         if f"{address}/{topo.prefix}" not in link.addresses:
             problems.append(f"{link.name} lacks {address}/{topo.prefix}")
+    client_sysctls = read_sysctls(topo.client_ns, CLIENT_SYSCTLS) if namespaces[topo.client_ns] == "ours" else {}
+    problems += [f"{key} is {client_sysctls[key]!r} in {topo.client_ns}, not {value!r}"
+                 for key, value in CLIENT_SYSCTLS.items() if client_sysctls and client_sysctls[key] != value]
     reachable, reachability = False, "not checked"
     if probe and not problems:
         reachable, reachability = tcp_probe(topo)
         if not reachable:
             problems.append(reachability)
-    return TopologyStatus(namespaces, links, reachable, reachability, problems)
+    return TopologyStatus(namespaces, links, client_sysctls, reachable, reachability, problems)
 
 
 def tcp_probe(topo: Topology, payload: bytes = b"swissknife-probe", timeout: float = 2.0) -> tuple[bool, str]:

@@ -105,6 +105,7 @@ def test_results_match_schema_and_csv(smoke_run):
     jsonschema.validate(document, schema())
     assert document["status"] == "complete"
     assert document["environment"]["tools"]["nginx"].startswith("nginx/")
+    assert document["environment"]["client_sysctls"]["net.ipv4.tcp_tw_reuse"] == "1"
     rows = list(csv.DictReader((smoke_run / "results.csv").open()))
     assert len(rows) == len(document["records"]) == 3 * 2 * 2  # servers x connections x repeats
     assert list(rows[0]) == [f.name for f in fields(Record)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -73,7 +74,10 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
         (run,) = results.iterdir()
         assert {p.name for p in run.iterdir()} >= {"results.json", "results.csv", "report.md", "plots"}
         assert list((run / "plots").glob("*.png"))
-        records = json.loads((run / "results.json").read_text())["records"]
+        document = json.loads((run / "results.json").read_text())
+        # read by bench inside its container, through setns into sk-client
+        assert document["environment"]["client_sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"
+        records = document["records"]
         assert [(r["server"], r["status"]) for r in records] == [("epoll", "ok"), ("nginx", "ok")]
         assert all(r["requests"] > 0 for r in records)
         assert veth_after["tx_bytes"] - veth_before["tx_bytes"] >= sum(r["bytes"] for r in records) > 0
@@ -112,3 +116,23 @@ def test_a_bench_killed_mid_sweep_leaves_containers_the_next_run_removes(tmp_pat
     assert "removing leftover server container" in done.stderr and killed_run in done.stderr, done.stderr
     assert ours(**{RUN_LABEL: killed_run}) == []
     assert ours() == []
+
+
+def test_the_netns_service_builds_checks_and_removes_the_topology():
+    """`docker compose run --rm netns up|status|down`: the same topology as sudo python3 netns/setup.py."""
+    netns_setup("down")
+    built = compose("run", "--rm", "netns", "up")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "set net.ipv4.tcp_tw_reuse=1 in sk-client" in built.stdout, built.stdout
+    checked = compose("run", "--rm", "netns", "status", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["healthy"] and report["reachable"], report
+    assert report["client_sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"
+    # seen from the host too: the namespaces and mounts propagated back
+    assert subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "status"],
+                          capture_output=True, timeout=60).returncode == 0
+    removed = compose("run", "--rm", "netns", "down")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert compose("down").returncode == 0
+    nothing_of_ours_left()

@@ -109,6 +109,46 @@ def test_lifecycle_up_status_traffic_repair_down() -> None:
     assert "nothing of swissknife's to remove" in setup_cli("down").stdout
 
 
+def sysctl(*args: str, namespace: str | None = None) -> str:
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return subprocess.run([*prefix, "sysctl", "-n", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_client_namespace_may_reuse_time_wait_ports_and_the_host_is_untouched() -> None:
+    """Churn leaves every client port in TIME_WAIT: the client namespace reuses them and has 64k of them."""
+    host_before = sysctl("net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range")
+    assert setup_cli("up").returncode == 0
+    assert sysctl("net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range", namespace="sk-client").split() == [
+        "1", "1024", "65535"]
+    assert sysctl("net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range") == host_before
+    assert status_json()["client_sysctls"] == {
+        "net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "1024 65535"}
+
+    subprocess.run(["ip", "netns", "exec", "sk-client", "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"], check=True)
+    drifted = setup_cli("status")
+    assert drifted.returncode == 1 and "net.ipv4.tcp_tw_reuse is '2' in sk-client, not '1'" in drifted.stdout
+    repaired = setup_cli("up")
+    assert repaired.stdout.splitlines()[:1] == ["set net.ipv4.tcp_tw_reuse=1 in sk-client"], repaired.stdout
+    assert setup_cli("status").returncode == 0
+
+
+def test_an_up_stopped_right_after_creating_the_pair_is_repaired_not_refused() -> None:
+    """The ownership mark goes on with the pair, so a half-finished `up` is finished by the next one."""
+    from netns import topology
+    from netns.config import Topology
+
+    assert setup_cli("down").returncode == 0
+    topo = Topology()
+    for name in (topo.server_ns, topo.client_ns):
+        topology._ensure_namespace(name)
+    topology._ensure_veth(topo)  # where an interrupted `up` may stop: no address, links down
+    assert not status_json()["healthy"]
+    repaired = setup_cli("up")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "added fd00:5a::2/64 to swissknife1" in repaired.stdout
+    assert status_json()["healthy"]
+
+
 def exchange(size: int) -> int:
     """Send `size` bytes from sk-client to an echo process in sk-server; count what comes back."""
     echo = (
