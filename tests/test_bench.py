@@ -235,14 +235,16 @@ def test_unknown_names_are_usage_errors_listing_the_valid_ones():
 
 
 def test_pipelining_and_churn_change_what_crosses_the_veth():
-    config = SweepConfig(profile="test", servers=("nginx",),
+    config = SweepConfig(profile="test", servers=("epoll",),
                          workloads=(WORKLOADS["plaintext"], WORKLOADS["pipeline-16"], WORKLOADS["churn"]),
                          connections=(8,), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
     run_sweep(config, ProcessRunner(Topology(), server_cpu=0, client_cpu=1), Topology(), records.append)
     assert [r.status for r in records] == ["ok"] * 3, [r.failure for r in records]
     plain, pipelined, churn = (r.veth_rx_packets / r.requests for r in records)
-    # 16 requests per write: far fewer client packets per request than one request per write
-    assert pipelined < 0.75 * plain, (pipelined, plain)
+    # 16 requests per write: far fewer client packets per request than one request per write (≈ 1/8 here:
+    # epoll answers a batch with one send, so the client ACKs once per batch; nginx writes each answer
+    # apart, and its ACK count swings with load)
+    assert pipelined < 0.4 * plain, (pipelined, plain)
     # a new connection per request: SYN, request, ACKs and FIN each time
     assert churn > 2 * plain, (churn, plain)
