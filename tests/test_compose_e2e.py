@@ -136,3 +136,24 @@ def test_the_netns_service_builds_checks_and_removes_the_topology():
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert compose("down").returncode == 0
     nothing_of_ours_left()
+
+
+def readme_benchmark_command() -> str:
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index("Run the default benchmark end to end"):]
+    return after.split("```sh\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_readme_benchmark_command_runs_as_written_from_no_topology(tmp_path):
+    """The quickstart line itself (smoke-sized through the environment), starting with no namespaces."""
+    netns_setup("down")
+    command = readme_benchmark_command()
+    assert command.count("\n") == 0 and "docker compose up" in command
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **SMOKE, "BENCH_RESULTS": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    document = json.loads((run / "results.json").read_text())
+    assert document["status"] == "complete" and document["environment"]["runner"] == "docker"
+    assert [(r["server"], r["status"]) for r in document["records"]] == [("epoll", "ok"), ("nginx", "ok")]
+    assert compose("down").returncode == 0
