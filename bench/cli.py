@@ -96,10 +96,20 @@ def positive(text: str) -> int:
     return value
 
 
-def default_cpus() -> tuple[int, int]:
+def default_cpus() -> tuple[tuple[int, ...], int]:
     """The first two CPUs we may use; both sides share the only one on a 1-CPU host."""
     allowed = sorted(os.sched_getaffinity(0))
-    return (allowed[0], allowed[1]) if len(allowed) > 1 else (allowed[0], allowed[0])
+    return ((allowed[0],), allowed[1]) if len(allowed) > 1 else ((allowed[0],), allowed[0])
+
+
+def parse_cpus(text: str) -> tuple[tuple[int, ...], int]:
+    """SERVER,CLIENT where SERVER is a CPU or a range A-B: `0,1` or `0-3,4`."""
+    server, _, client = text.partition(",")
+    first, _, last = server.partition("-")
+    server_cpus = tuple(range(int(first), int(last or first) + 1))
+    if not server_cpus:
+        raise ValueError(text)
+    return server_cpus, int(client)
 
 
 def server_pair(text: str) -> tuple[str, str]:
@@ -116,7 +126,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<profile>")
     parser.add_argument("--runner", choices=RUNNERS, default="process")
-    parser.add_argument("--cpus", metavar="SERVER,CLIENT", help="CPUs to pin the server and wrk to")
+    parser.add_argument("--cpus", metavar="SERVER,CLIENT",
+                        help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
+                             "CPUs, so reuseport's processes can run in parallel)")
     parser.add_argument("--server-python", metavar="PATH",
                         help="interpreter of the Python servers (process runner; default: bench's own); "
                              "3.12+ puts Python functions in the flame graphs")
@@ -165,10 +177,10 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
     try:
-        server_cpu, client_cpu = map(int, args.cpus.split(",")) if args.cpus else default_cpus()
+        server_cpus, client_cpu = parse_cpus(args.cpus) if args.cpus else default_cpus()
     except ValueError:
-        parser.error(f"--cpus takes SERVER,CLIENT CPU numbers, not {args.cpus!r}")
-    if not {server_cpu, client_cpu} <= os.sched_getaffinity(0):
+        parser.error(f"--cpus takes SERVER,CLIENT CPU numbers (SERVER may be a range A-B), not {args.cpus!r}")
+    if not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     return SweepConfig(
         profile=args.profile,
@@ -179,7 +191,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         warmup_s=profile.warmup_s,
         repeat=args.repeat or profile.repeat,
         runner=args.runner,
-        server_cpu=server_cpu,
+        server_cpus=server_cpus,
         client_cpu=client_cpu,
     )
 
@@ -245,10 +257,10 @@ def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config
 def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
                 topo: Topology) -> Runner:
     if not args.server_python:
-        return RUNNERS[config.runner](topo, config.server_cpu, config.client_cpu)
+        return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
     if config.runner != ProcessRunner.name:
         parser.error("--server-python is for the process runner: containers run the image's python3")
-    return ProcessRunner(topo, config.server_cpu, config.client_cpu, args.server_python)
+    return ProcessRunner(topo, config.server_cpus, config.client_cpu, args.server_python)
 
 
 def sweep_command(argv: list[str]) -> int:

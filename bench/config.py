@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
@@ -83,8 +84,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                ("plaintext", "pipeline-16", "pipeline-64"), axis="pipeline"),
     Experiment("blocking-handler", "Which models keep serving while a handler blocks (a slow backend)?",
                ("sleep-5",)),
-    Experiment("cpu-handler", "What does a CPU-bound handler cost each model on one pinned core, "
-               "where the GIL leaves threads no parallelism?", ("cpu-200",)),
+    Experiment("cpu-handler", "What does a CPU-bound handler cost each model, and who can use more than one "
+               "core (processes can; the GIL keeps threads to one)? Give the server several: --cpus 0-1,1",
+               ("cpu-200",)),
     Experiment("large-responses", "How do the models stream large bodies with partial writes?",
                ("bytes-64k", "bytes-1m")),
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
@@ -110,6 +112,11 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "quick"
 
 
+def cpu_list(cpus: Sequence[int]) -> str:
+    """taskset's and Docker's spelling of a CPU set: 0,1."""
+    return ",".join(map(str, cpus))
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Everything a run needs, resolved from a profile and the command line."""
@@ -122,7 +129,7 @@ class SweepConfig:
     warmup_s: int
     repeat: int
     runner: str = "process"
-    server_cpu: int = 0
+    server_cpus: tuple[int, ...] = (0,)  # one CPU by default: the fair comparison; more let processes scale
     client_cpu: int = 1
     wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
     wrk_timeout_s: int = 2

@@ -42,10 +42,11 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
+from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
-from bench.runners import (LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun, profiled_support,
-                           server_command)
+from bench.runners import (LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun,
+                           profiled_support, server_command)
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
@@ -75,9 +76,9 @@ class DockerRunner:
 
     name = "docker"
 
-    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int) -> None:
+    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> None:
         self.topo = topo
-        self.server_cpu = server_cpu
+        self.server_cpus = server_cpus
         self.client_cpu = client_cpu
         self.image_name = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
         self.run_id = uuid.uuid4().hex[:12]
@@ -143,12 +144,12 @@ class DockerRunner:
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
-    def _create(self, role: str, namespace: str, cpu: int, command: Sequence[str]) -> Container:
-        """A container running `command` inside `namespace`, pinned to `cpu`, not yet started."""
+    def _create(self, role: str, namespace: str, cpus: Sequence[int], command: Sequence[str]) -> Container:
+        """A container running `command` inside `namespace`, pinned to `cpus`, not yet started."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
         return self._client.containers.create(
             self._image.id, [f"{self._project}/docker/in-netns.sh", namespace, *command],
-            labels=self._labels(role), network_mode="host", cpuset_cpus=str(cpu),
+            labels=self._labels(role), network_mode="host", cpuset_cpus=cpu_list(cpus),
             cap_add=SERVER_CAPS if role == "server" else ["SYS_ADMIN"],
             mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
             ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
@@ -160,7 +161,7 @@ class DockerRunner:
         scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
         try:
             command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else ())
-            self._server = self._create("server", self.topo.server_ns, self.server_cpu, command)
+            self._server = self._create("server", self.topo.server_ns, self.server_cpus, command)
             self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
         finally:
             shutil.rmtree(scratch)
@@ -240,7 +241,7 @@ class DockerRunner:
 
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.
-        container = self._create("wrk", self.topo.client_ns, self.client_cpu, ["sleep", "infinity"])
+        container = self._create("wrk", self.topo.client_ns, (self.client_cpu,), ["sleep", "infinity"])
         # wrk's script is the image's copy of the project's.
         command = [f"{self._project}/docker/in-netns.sh", self.topo.client_ns,
                    *(arg.replace(str(REPO_ROOT), self._project) for arg in args)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import experiments, plots
-from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE
+from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE, cpu_list
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
 from bench.results import Profiling, Run
@@ -96,9 +96,9 @@ def verdict(workload: str, cells: list[Cell]) -> str:
 
 def environment_lines(run: Run) -> list[str]:
     env, config = run.environment, run.config
-    pins = (f"server on CPU {config['server_cpu']}, wrk on CPU {config['client_cpu']}"
-            if config["server_cpu"] != config["client_cpu"]
-            else f"server and wrk share CPU {config['server_cpu']} (single-CPU host)")
+    server_cpus, client_cpu = config["server_cpus"], config["client_cpu"]
+    shared = " (shared with wrk)" if client_cpu in server_cpus else ""
+    pins = f"server on CPU{'s' if len(server_cpus) > 1 else ''} {cpu_list(server_cpus)}{shared}, wrk on CPU {client_cpu}"
     rows = {
         "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
         "pinning": pins, "Python": env["python"], "pyroute2": env["pyroute2"],

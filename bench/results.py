@@ -19,7 +19,7 @@ import jsonschema
 from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: config.server_cpus (a list) replaced config.server_cpu
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
@@ -58,7 +58,7 @@ class Record:
     # the server, over all its processes
     server_cpu_user_s: float | None = None
     server_cpu_sys_s: float | None = None
-    server_cpu_share: float | None = None  # of its one pinned CPU
+    server_cpu_share: float | None = None  # of its pinned CPUs (1.0: all of them busy)
     cpu_us_per_request: float | None = None
     cpu_user_us_per_request: float | None = None
     cpu_sys_us_per_request: float | None = None
@@ -172,11 +172,20 @@ def schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def upgraded(document: dict) -> dict:
+    """A results.json of an older schema in the current one (older runs stay readable, plottable, comparable)."""
+    if document.get("schema_version") == 1 and "server_cpu" in document.get("config", {}):
+        config = dict(document["config"])
+        config["server_cpus"] = [config.pop("server_cpu")]
+        document = {**document, "schema_version": 2, "config": config}
+    return document
+
+
 def load(directory: Path) -> Run:
     """Read and validate a run's results.json."""
     path = directory / JSON_NAME
     try:
-        document = json.loads(path.read_text())
+        document = upgraded(json.loads(path.read_text()))
         jsonschema.validate(document, schema())
     except (OSError, json.JSONDecodeError) as error:
         raise BenchError(f"cannot read {path}: {error}") from None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench import nginx
-from bench.config import REFERENCE_SERVER
+from bench.config import REFERENCE_SERVER, cpu_list
 from bench.errors import BenchError, PointFailed
 from bench.profiling import (ProfileResult, PythonSupport, SyscallCount, count_syscalls, perf_problem,
                              profile_server, python_perf_args, remove_interpreter_files)
@@ -108,9 +108,10 @@ class ProcessRunner:
 
     name = "process"
 
-    def __init__(self, topo: Topology, server_cpu: int, client_cpu: int, python: str = sys.executable) -> None:
+    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int,
+                 python: str = sys.executable) -> None:
         self.topo = topo
-        self.server_cpu = server_cpu
+        self.server_cpus = server_cpus
         self.client_cpu = client_cpu
         self.python = python  # the interpreter of the Python servers (bench --server-python)
         self.perf = os.environ.get(PERF_ENV, "perf")
@@ -150,7 +151,7 @@ class ProcessRunner:
         command = self.server_command(kind, host, port, self._scratch)
         with open(self._scratch / "server.log", "wb") as log:
             self._server = ns.popen(
-                self.topo.server_ns, _pinned(self.server_cpu, command), cwd=REPO_ROOT,
+                self.topo.server_ns, _pinned(self.server_cpus, command), cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -204,7 +205,7 @@ class ProcessRunner:
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            self._wrk = ns.popen(self.topo.client_ns, _pinned(self.client_cpu, args),
+            self._wrk = ns.popen(self.topo.client_ns, _pinned((self.client_cpu,), args),
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
             try:
                 returncode, cpu_s = _wait_with_cpu(self._wrk, timeout_s)
@@ -223,9 +224,9 @@ class ProcessRunner:
         self.stop_server()
 
 
-def docker_runner(topo: Topology, server_cpu: int, client_cpu: int) -> Runner:
+def docker_runner(topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> Runner:
     from bench.docker_runner import DockerRunner  # lazy: it imports this module, and the Docker SDK
-    return DockerRunner(topo, server_cpu, client_cpu)
+    return DockerRunner(topo, server_cpus, client_cpu)
 
 
 RUNNERS = {ProcessRunner.name: ProcessRunner, "docker": docker_runner}
@@ -244,9 +245,9 @@ def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:
     return NOT_PYTHON if kind == REFERENCE_SERVER else python
 
 
-def _pinned(cpu: int, command: Sequence[str]) -> list[str]:
+def _pinned(cpus: Sequence[int], command: Sequence[str]) -> list[str]:
     # taskset execs the command, so the pid we hold is the server's (or wrk's) own.
-    return ["taskset", "--cpu-list", str(cpu), *command]
+    return ["taskset", "--cpu-list", cpu_list(cpus), *command]
 
 
 def _open_file_limit() -> int:

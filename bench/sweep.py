@@ -249,16 +249,17 @@ def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
     veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
     return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
-                     host_after - host_before, veth)
+                     host_after - host_before, veth, len(config.server_cpus))
 
 
 def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int]) -> Record:
+              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int],
+              server_cpu_count: int = 1) -> Record:
     """Derive every metric of one measured run (pure)."""
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
-    server_share = (user_s + sys_s) / duration_s
+    server_share = (user_s + sys_s) / duration_s / server_cpu_count  # 1.0: every pinned CPU busy
     client_share = client_cpu_s / duration_s
     per_request_us = 1e6 / report.requests
     latency = report.latency_us

@@ -205,7 +205,7 @@ def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():
     config = SweepConfig(profile="test", servers=("wrong",), workloads=(WORKLOADS["bytes-64k"],),
                          connections=(4, 8), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
-    runner = WrongServerRunner(Topology(), server_cpu=0, client_cpu=1)
+    runner = WrongServerRunner(Topology(), server_cpus=(0,), client_cpu=1)
     started = time.monotonic()
     run_sweep(config, runner, Topology(), records.append)
     assert time.monotonic() - started < 5  # no wrk run
@@ -239,7 +239,7 @@ def test_pipelining_and_churn_change_what_crosses_the_veth():
                          workloads=(WORKLOADS["plaintext"], WORKLOADS["pipeline-16"], WORKLOADS["churn"]),
                          connections=(8,), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
-    run_sweep(config, ProcessRunner(Topology(), server_cpu=0, client_cpu=1), Topology(), records.append)
+    run_sweep(config, ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1), Topology(), records.append)
     assert [r.status for r in records] == ["ok"] * 3, [r.failure for r in records]
     plain, pipelined, churn = (r.veth_rx_packets / r.requests for r in records)
     # 16 requests per write: far fewer client packets per request than one request per write (≈ 1/8 here:
@@ -248,3 +248,46 @@ def test_pipelining_and_churn_change_what_crosses_the_veth():
     assert pipelined < 0.4 * plain, (pipelined, plain)
     # a new connection per request: SYN, request, ACKs and FIN each time
     assert churn > 2 * plain, (churn, plain)
+
+
+def cpus_allowed(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split(":")[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_server_cpu_range_pins_every_server_process_to_it(tmp_path):
+    """--cpus 0-1,1: reuseport's processes may use both CPUs; shares are per pinned CPU; the report says so."""
+    sweep = bench("--servers", "reuseport", "--cpus", "0-1,1", "--workloads", "cpu-200", "--connections", "4",
+                  "--duration", "2", "--repeat", "1", "--out", str(tmp_path))
+    try:
+        server = wait_for_descendant(sweep.pid, "servers reuseport")
+        time.sleep(0.5)  # its workers are forked at start-up
+        processes = [server, *descendants(server)]
+        assert len(processes) >= 2 and {cpus_allowed(pid) for pid in processes} == {"0-1"}, processes
+    finally:
+        code, output = finish(sweep)
+    assert code == 0, output
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert (document["config"]["server_cpus"], document["config"]["client_cpu"]) == ([0, 1], 1)
+    assert "server on CPUs 0,1 (shared with wrk), wrk on CPU 1" in (tmp_path / "report.md").read_text()
+    (record,) = [r for r in document["records"] if r["server"] == "reuseport"]  # nginx: unsupported on /cpu
+    assert record["status"] == "ok" and 0 < record["server_cpu_share"] <= 1.05, record
+
+
+def test_cpus_must_be_usable_and_well_formed():
+    code, output = finish(bench("--cpus", "0-x,1"))
+    assert code == 2 and "--cpus takes SERVER,CLIENT CPU numbers (SERVER may be a range A-B)" in output, output
+    code, output = finish(bench("--cpus", "0-4096,1"))
+    assert code == 2 and "--cpus: usable CPUs are" in output, output
+
+
+def test_results_of_schema_1_still_load(tmp_path):
+    """Runs saved before server_cpus (schema 1: one server_cpu) are upgraded on load: plots and reports still work."""
+    from bench.results import load, upgraded
+    document = json.loads((ROOT / "results" / "reference" / "results.json").read_text())
+    old = {**document, "schema_version": 1, "config": {**document["config"], "server_cpu": 0}}
+    old["config"].pop("server_cpus", None)
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    assert load(tmp_path).config["server_cpus"] == [0]
+    assert upgraded(document) == document  # the current schema is left alone

@@ -93,7 +93,7 @@ def prepared():
 
 def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
     topo = Topology()
-    runner = DockerRunner(topo, server_cpu=0, client_cpu=1)
+    runner = DockerRunner(topo, server_cpus=(0,), client_cpu=1)
     runner.check()
     port = free_port(topo)
     try:
@@ -130,7 +130,7 @@ def test_a_live_bench_keeps_its_containers_a_dead_one_loses_them(capfd):
     live = leftover("live-run", owner=OWNER)  # this test's process: alive
     dead = leftover("dead-run", owner=f"{kind}:{pid_namespace}:{pid}:0")  # a pid whose process is gone
     try:
-        DockerRunner(Topology(), server_cpu=0, client_cpu=1).check()
+        DockerRunner(Topology(), server_cpus=(0,), client_cpu=1).check()
         assert [c.id for c in ours(**{RUN_LABEL: "live-run"})] == [live.id]
         assert ours(**{RUN_LABEL: "dead-run"}) == []
         stderr = capfd.readouterr().err
