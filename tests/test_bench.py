@@ -261,10 +261,10 @@ def test_a_server_cpu_range_pins_every_server_process_to_it(tmp_path):
     sweep = bench("--servers", "reuseport", "--cpus", "0-1,1", "--workloads", "cpu-200", "--connections", "4",
                   "--duration", "2", "--repeat", "1", "--out", str(tmp_path))
     try:
-        server = wait_for_descendant(sweep.pid, "servers reuseport")
-        time.sleep(0.5)  # its workers are forked at start-up
+        server = wait_for_descendant(sweep.pid, "-m servers reuseport")  # not bench's own "--servers reuseport"
+        wait_for_descendant(server, "-m servers reuseport")  # a forked worker: past taskset and start-up
         processes = [server, *descendants(server)]
-        assert len(processes) >= 2 and {cpus_allowed(pid) for pid in processes} == {"0-1"}, processes
+        assert {cpus_allowed(pid) for pid in processes} == {"0-1"}, processes
     finally:
         code, output = finish(sweep)
     assert code == 0, output
