@@ -106,7 +106,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
     "quick": Profile(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
-    # Every workload; two connection counts keep it near 40 minutes on a 2-core host.
+    # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
     "full": Profile(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }
 DEFAULT_PROFILE = "quick"
