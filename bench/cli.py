@@ -99,7 +99,7 @@ def positive(text: str) -> int:
 def default_cpus() -> tuple[tuple[int, ...], int]:
     """The first two CPUs we may use; both sides share the only one on a 1-CPU host."""
     allowed = sorted(os.sched_getaffinity(0))
-    return ((allowed[0],), allowed[1]) if len(allowed) > 1 else ((allowed[0],), allowed[0])
+    return (allowed[0],), allowed[1] if len(allowed) > 1 else allowed[0]
 
 
 def parse_cpus(text: str) -> tuple[tuple[int, ...], int]:

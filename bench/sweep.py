@@ -254,7 +254,7 @@ def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
 
 def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
               after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int],
-              server_cpu_count: int = 1) -> Record:
+              server_cpu_count: int) -> Record:
     """Derive every metric of one measured run (pure)."""
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s

@@ -172,23 +172,27 @@ def _ensure_namespace(name: str) -> list[str]:
     return [f"created namespace {name}"]
 
 
-def _sysctl_path(key: str) -> str:
-    return "/proc/sys/" + key.replace(".", "/")
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys/" + key.replace(".", "/"))
+
+
+def _sysctl_values(keys: Iterable[str]) -> dict[str, str]:
+    """Values as `sysctl` prints them (whitespace collapsed), in the calling thread's namespace."""
+    return {key: " ".join(_sysctl_path(key).read_text().split()) for key in keys}
 
 
 def read_sysctls(namespace: str, keys: Iterable[str]) -> dict[str, str]:
-    """Values as `sysctl` prints them (whitespace collapsed), read inside `namespace`."""
     with ns.inside(namespace):  # /proc/sys/net shows the namespace of the reading thread
-        return {key: " ".join(Path(_sysctl_path(key)).read_text().split()) for key in keys}
+        return _sysctl_values(keys)
 
 
 def _ensure_sysctls(namespace: str, wanted: dict[str, str]) -> list[str]:
-    present = read_sysctls(namespace, wanted)
-    changed = {key: value for key, value in wanted.items() if present[key] != value}
     with ns.inside(namespace):
+        present = _sysctl_values(wanted)
+        changed = {key: value for key, value in wanted.items() if present[key] != value}
         for key, value in changed.items():
             try:
-                Path(_sysctl_path(key)).write_text(value)
+                _sysctl_path(key).write_text(value)
             except OSError as err:
                 raise TopologyError(
                     f"cannot set {key}={value} in {namespace}: {err.strerror} (in a container, /proc/sys must be "
