@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,64 +19,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench import experiments, environment, plots, report
-from bench.compare import compare
-from bench.config import (DEFAULT_PROFILE, EXPERIMENTS, PROFILES, REFERENCE_SERVER, WORKLOADS, SweepConfig, plan,
-                          workload)
+from bench.analysis.compare import compare
+from bench.analysis.metrics import METRICS
+from bench.analysis.report import write_outputs
+from bench.analysis.summary import summarize
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCE_SERVER, WORKLOADS, SweepConfig, workload
 from bench.errors import BenchError
-from bench.results import Profiling, Record, Run, ServerProfile, load, save, write_atomic
+from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
+from bench.results import Record, Run, ServerProfile, load
 from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner
-from bench.summary import summarize
-from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, now, run_sweep
-from netns import ns
 from netns.config import Topology
 from netns.ns import NamespaceError
-from netns.topology import TopologyError, status
+from netns.topology import TopologyError
 
 # Differential flame graphs drawn when both servers were profiled and no --diff says otherwise.
 DEFAULT_DIFFS = (("select", "epoll"), ("epoll", "epoll-pool"))
 PROFILE_CONNECTIONS = 64
-TOPOLOGY_FIX = "run: sudo python3 netns/setup.py up (or, without pyroute2 on the host: docker compose run --rm netns up)"
 console = Console()
-MAIN_PID = os.getpid()
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived. A KeyboardInterrupt, so that neither `except Exception` nor
-    asyncio's callback runner (inside pyroute2) swallows it: both let it through."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
-
-
-class SignalStop:
-    """Turns the first SIGINT/SIGTERM into Interrupted in bench's own process.
-
-    Python drops an exception raised inside some callbacks (the at-fork hooks
-    that run around every ns.popen), so the signal is also remembered and
-    `check()` raises it again after the point in progress.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self.handle)
-
-    def handle(self, signum: int, _frame: object) -> None:
-        if os.getpid() != MAIN_PID:
-            # A child forked by a library (pyroute2's NetNS does) inherited this handler:
-            # it must simply die, not unwind into the sweep and stop our processes.
-            os._exit(128 + signum)
-        if self.signum is None:  # a second Ctrl-C must not cut the cleanup short
-            self.signum = signum
-            raise Interrupted(signum)
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
 
 
 def server_kinds() -> list[str]:
@@ -124,7 +81,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--servers", nargs="+", metavar="KIND",
                         help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<profile>")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
     parser.add_argument("--runner", choices=RUNNERS, default="process")
     parser.add_argument("--cpus", metavar="SERVER,CLIENT",
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
@@ -140,7 +97,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
+    parser.add_argument("--preset", "--profile", dest="preset", choices=PRESETS, default=DEFAULT_PRESET,
+                        help="the sweep's size (--profile is the older spelling)")
     parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
     parser.add_argument("--experiments", nargs="+", metavar="NAME",
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
@@ -164,16 +122,16 @@ def profile_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
-    """The profile's values, overridden by the options given; bad names end in a usage error."""
-    profile = PROFILES[args.profile]
+    """The preset's values, overridden by the options given; bad names end in a usage error."""
+    preset = PRESETS[args.preset]
     known = [*server_kinds(), REFERENCE_SERVER]
-    servers = args.servers or profile.servers or known
+    servers = args.servers or preset.servers or known
     if unknown := [s for s in servers if s not in known]:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
     if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
     from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
-    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or profile.workloads
+    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
     try:
@@ -183,32 +141,17 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     return SweepConfig(
-        profile=args.profile,
+        preset=args.preset,
         servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
         workloads=tuple(workload(w) for w in workloads),
-        connections=tuple(args.connections or profile.connections),
-        duration_s=args.duration or profile.duration_s,
-        warmup_s=profile.warmup_s,
-        repeat=args.repeat or profile.repeat,
+        connections=tuple(args.connections or preset.connections),
+        duration_s=args.duration or preset.duration_s,
+        warmup_s=preset.warmup_s,
+        repeat=args.repeat or preset.repeat,
         runner=args.runner,
         server_cpus=server_cpus,
         client_cpu=client_cpu,
     )
-
-
-def check_topology(topo: Topology) -> None:
-    missing = [name for name in (topo.server_ns, topo.client_ns) if not ns.exists(name)]
-    if missing:
-        raise BenchError(f"namespace(s) {', '.join(missing)} missing; {TOPOLOGY_FIX}")
-    state = status(topo, probe=False)
-    if not state.healthy:
-        raise BenchError(f"topology broken ({'; '.join(state.problems)}); {TOPOLOGY_FIX}")
-
-
-def raise_open_file_limit() -> None:
-    """Soft to hard, inherited by every server and wrk (the hard limit cannot be raised here)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def point_line(record: Record) -> str:
@@ -223,18 +166,6 @@ def point_line(record: Record) -> str:
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
             f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
-
-
-def write_outputs(directory: Path) -> list[Path]:
-    """Plots and report.md from results.json alone."""
-    run = load(directory)
-    cells = summarize(run.records)
-    plot_dir = directory / "plots"
-    paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)
-    if run.profiling:
-        paths += plots.draw_profiles(run.profiling, directory, plot_dir)
-    write_atomic(directory / "report.md", report.render(run, cells, plot_dir, directory))
-    return [*paths, directory / "report.md"]
 
 
 def profile_line(profile: ServerProfile) -> str:
@@ -273,69 +204,42 @@ def profile_command(argv: list[str]) -> int:
     """A sweep of plaintext at one connection count, one repeat, with flame graphs."""
     parser = profile_parser()
     args = parser.parse_args(argv)
-    args.profile, args.workloads, args.experiments = DEFAULT_PROFILE, ["plaintext"], None
+    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, ["plaintext"], None
     args.connections, args.repeat, args.flamegraphs = [args.connections], 1, True
-    return run_command(args, parser, replace(resolve(args, parser), profile="profile"))
+    return run_command(args, parser, replace(resolve(args, parser), preset="profile"))
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
-    if os.geteuid() != 0:
-        raise BenchError("bench needs root (network namespaces, pinning): sudo python3 -m bench ...")
+    require_root()
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
     runner = make_runner(args, parser, config, topo)
-    runner.check()
-    check_topology(topo)
-    raise_open_file_limit()
-    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.profile}"
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "results.json").exists():
-        raise BenchError(f"{out} already holds a run; choose another --out")
-    run = Run(name=out.name, status="running", started_at=now(),
-              environment=environment.collect(runner, topo), config=asdict(config))
-    if args.flamegraphs:
-        run.profiling = Profiling(config.duration_s, SYSCALL_WINDOW_S, diffs, problem=runner.perf_problem())
-        if run.profiling.problem:
-            console.print(f"no profiles: {run.profiling.problem}", highlight=False)
-    save(out, run)
-    points = plan(config)
-    console.print(f"{len(points)} points, {len(config.servers)} servers, results in {out}")
+    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     started = time.monotonic()
-    stop = SignalStop()
-    stop.install()
-    try:
-        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("sweep", total=len(points))
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("sweep", total=None)
 
-            def on_record(record: Record) -> None:
-                run.records.append(record)
-                save(out, run)
-                progress.console.print(point_line(record), highlight=False, soft_wrap=True)
-                progress.advance(task)
-                stop.check()
+        def on_start(run: Run, points: int) -> None:
+            if run.profiling and run.profiling.problem:
+                progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
+            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {out}")
+            progress.update(task, total=points)
 
-            def on_profile(profile: ServerProfile) -> None:
-                run.profiling.profiles.append(profile)
-                save(out, run)
-                progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
-                stop.check()
+        def on_record(record: Record) -> None:
+            progress.console.print(point_line(record), highlight=False, soft_wrap=True)
+            progress.advance(task)
 
-            profiling = run.profiling
-            profile_plan = (ProfilePlan(out, profiling.duration_s, profiling.syscall_window_s, on_profile)
-                    if profiling and not profiling.problem else None)
-            run_sweep(config, runner, topo, on_record, profile_plan)
-        run.status = "complete"
-    except Interrupted as interrupted:
-        console.print(f"{interrupted}: sweep stopped, {len(run.records)} records kept in {out} "
-                      f"(redraw: python3 -m bench plot {out})")
-        return interrupted.exit_code
-    finally:
-        if run.status == "running":  # a signal, or a fatal error such as the topology removed mid-sweep
-            run.status = "interrupted"
-        run.finished_at = now()
-        save(out, run)
-    write_outputs(out)
+        def on_profile(profile: ServerProfile) -> None:
+            progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
+
+        try:
+            run = execute(config, runner, topo, out, args.flamegraphs, diffs,
+                          RunEvents(on_start, on_record, on_profile))
+        except Interrupted as interrupted:
+            progress.console.print(f"{interrupted}: sweep stopped, records kept in {out} "
+                                   f"(redraw: python3 -m bench plot {out})")
+            return interrupted.exit_code
     failed = sum(r.status == "failed" for r in run.records)
     unsupported = sum(r.status == "unsupported" for r in run.records)
     console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
@@ -362,21 +266,18 @@ def compare_command(argv: list[str]) -> int:
     table = Table(title=f"medians of A = {args.a} and B = {args.b}")
     for heading in ("workload", "server", "conn."):
         table.add_column(heading)
-    for heading in ("req/s A", "req/s B", *COMPARE_HEADINGS.values()):
+    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in METRICS.values())):
         table.add_column(heading, justify="right")
     for row in rows:
         throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
                       for side in (row.a, row.b)]
-        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in COMPARE_HEADINGS]
+        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
         table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
     # Pipes get rich's default 80 columns, too few for this table.
     Console(width=None if console.is_terminal else 160).print(table)
     return 0
 
 
-# summary.METRICS key -> column of its ratio B/A
-COMPARE_HEADINGS = {"requests_per_s": "req/s B/A", "latency_p50_us": "p50 B/A", "latency_p99_us": "p99 B/A",
-                    "cpu_us_per_request": "CPU/req B/A"}
 COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}
 
 

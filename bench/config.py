@@ -1,4 +1,4 @@
-"""What a sweep measures, as data: workloads, profiles, and the points of a run."""
+"""What a sweep measures, as data: workloads, size presets, and the points of a run."""
 
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 
 
 @dataclass(frozen=True)
-class Profile:
+class Preset:
+    """A sweep's size (`--profile smoke|quick|full` on the command line)."""
+
     servers: tuple[str, ...] | None  # None: every kind `python3 -m servers --list` names
     workloads: tuple[str, ...]
     connections: tuple[int, ...]
@@ -103,13 +105,13 @@ class Profile:
     repeat: int
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
-    "quick": Profile(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    "quick": Preset(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
     # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
-    "full": Profile(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
+    "full": Preset(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }
-DEFAULT_PROFILE = "quick"
+DEFAULT_PRESET = "quick"
 
 
 def cpu_list(cpus: Sequence[int]) -> str:
@@ -119,9 +121,9 @@ def cpu_list(cpus: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Everything a run needs, resolved from a profile and the command line."""
+    """Everything a run needs, resolved from a preset and the command line."""
 
-    profile: str
+    preset: str
     servers: tuple[str, ...]  # the reference server included
     workloads: tuple[Workload, ...]
     connections: tuple[int, ...]

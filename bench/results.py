@@ -19,7 +19,7 @@ import jsonschema
 from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 2  # 2: config.server_cpus (a list) replaced config.server_cpu
+SCHEMA_VERSION = 3  # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
@@ -174,11 +174,15 @@ def schema() -> dict:
 
 def upgraded(document: dict) -> dict:
     """A results.json of an older schema in the current one (older runs stay readable, plottable, comparable)."""
-    if document.get("schema_version") == 1 and "server_cpu" in document.get("config", {}):
-        config = dict(document["config"])
+    config = dict(document.get("config", {}))
+    version = document.get("schema_version")
+    if version == 1 and "server_cpu" in config:
         config["server_cpus"] = [config.pop("server_cpu")]
-        document = {**document, "schema_version": 2, "config": config}
-    return document
+        version = 2
+    if version == 2 and "profile" in config:
+        config["preset"] = config.pop("profile")
+        version = 3
+    return {**document, "schema_version": version, "config": config}
 
 
 def load(directory: Path) -> Run:

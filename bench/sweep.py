@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import http.client
 import math
-import os
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import verify, wrk
+from bench import procfs, verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
-from bench.errors import PointFailed
+from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
 from bench.runners import Runner, ServerUsage, WrkRun
@@ -45,7 +44,7 @@ SYSCALL_WINDOW_S = 1.5
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -76,64 +75,59 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Ca
 def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
               on_record: Callable[[Record], None]) -> None:
     """The points of one (server, workload), with one server started for them (again if it dies)."""
-    started = False
-    broken: str | None = None  # why the server cannot be benchmarked
+    session: ServerSession | None = None
+    broken: str | None = None  # why the server cannot be benchmarked: its later points fail without a retry
     warmed: set[int] = set()
-    port = 0
-    idle: Idle | None = None
     try:
         for point in points:
             if reason := unsupported(point):
                 on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
                                  status="unsupported", failure=reason, started_at=now()))
                 continue
-            if not started or (broken is None and runner.server_exit_code() is not None):
-                started = True
-                if idle is not None:
-                    idle.connections.close()
-                port, broken, idle = start_point(runner, topo, config, point)
-                warmed = set()
             try:
                 if broken is not None:
                     raise PointFailed(broken)
+                if session is None or not session.alive:
+                    if session is not None:
+                        session.stop()
+                    session, warmed = ServerSession(runner, topo, config, point), set()
+                    try:
+                        session.start()
+                    except PointFailed as failure:
+                        broken = str(failure)
+                        raise
                 if point.connections not in warmed:
-                    run_wrk(runner, topo, config, point, port, config.warmup_s)
+                    run_wrk(runner, topo, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
-                record = measure(runner, topo, config, point, port)
+                record = measure(runner, topo, config, point, session.port)
             except PointFailed as failure:
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status="failed", failure=str(failure), started_at=now())
-            if idle is not None:
-                record.idle_held, record.idle_on_server = idle.held, idle.on_server
+            if session is not None and session.idle is not None:
+                record.idle_held, record.idle_on_server = session.idle.held, session.idle.on_server
             on_record(record)
     finally:
-        if idle is not None:
-            idle.connections.close()
+        if session is not None:
+            session.stop()
 
 
 def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
                   profiling: ProfilePlan) -> ServerProfile:
     """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
-    port, broken, idle = start_point(runner, topo, config, point, profiled=True)
     try:
-        if broken is not None:
-            raise PointFailed(broken)
-        load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            load = pool.submit(run_wrk, runner, topo, config, point, port, load_s)
-            time.sleep(PROFILE_LEAD_S)
-            syscalls = runner.count_syscalls(profiling.syscall_window_s)
-            result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
-                                    f"{point.workload.name}-{point.server}")
-            report = wrk.parse(load.result().stdout)
+        with ServerSession(runner, topo, config, point, profiled=True) as session:
+            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                load = pool.submit(run_wrk, runner, topo, config, point, session.port, load_s)
+                time.sleep(PROFILE_LEAD_S)
+                syscalls = runner.count_syscalls(profiling.syscall_window_s)
+                result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
+                                        f"{point.workload.name}-{point.server}")
+                report = wrk.parse(load.result().stdout)
     except (PointFailed, ValueError) as failure:  # ValueError: wrk's report unreadable
         profile.message = str(failure)
         return profile
-    finally:
-        if idle is not None:
-            idle.connections.close()
-        runner.stop_server()
     profile.status, profile.message, profile.python_method = result.status, result.message, result.python_method
     profile.notes = result.notes
     profile.svg, profile.folded = (path and path.relative_to(profiling.run_dir).as_posix()
@@ -156,19 +150,58 @@ def unsupported(point: Point) -> str | None:
     return None
 
 
-def start_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
-                profiled: bool = False) -> tuple[int, str | None, Idle | None]:
-    """The point's server started and verified, with the workload's idle connections held when it works."""
-    port, broken = start_verified(runner, topo, config, point, profiled=profiled)
-    idle = hold_idle(topo, port, point.workload.idle) if broken is None and point.workload.idle else None
-    return port, broken, idle
-
-
 @dataclass
 class Idle:
     connections: IdleConnections
     held: int
     on_server: int
+
+
+class ServerSession:
+    """The point's server started, verified, and holding the workload's idle connections; stopped on exit.
+
+    `start()` raises PointFailed for anything that goes wrong on the way (the server not answering or
+    answering wrongly, a holder or `ss` failing), with the server stopped again: one point fails, the
+    sweep goes on. Only BenchError (the sweep cannot run at all) and interrupts pass through.
+    """
+
+    def __init__(self, runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                 profiled: bool = False) -> None:
+        self.runner, self.topo, self.config, self.point, self.profiled = runner, topo, config, point, profiled
+        self.port = 0
+        self.idle: Idle | None = None
+
+    def __enter__(self) -> ServerSession:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self.port = start_verified(self.runner, self.topo, self.config, self.point, self.profiled)
+            if self.point.workload.idle:
+                self.idle = hold_idle(self.topo, self.port, self.point.workload.idle)
+        except (PointFailed, BenchError):
+            self.stop()
+            raise
+        except Exception as error:
+            self.stop()
+            raise PointFailed(with_server_log(self.runner, f"server start failed: {error}")) from error
+
+    @property
+    def alive(self) -> bool:
+        return self.runner.server_exit_code() is None
+
+    def close_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.connections.close()
+            self.idle = None
+
+    def stop(self) -> None:
+        self.close_idle()
+        self.runner.stop_server()
 
 
 def hold_idle(topo: Topology, port: int, count: int) -> Idle:
@@ -186,13 +219,6 @@ def hold_idle(topo: Topology, port: int, count: int) -> Idle:
     return Idle(connections, held, on_server)
 
 
-def host_busy_s() -> float:
-    """CPU seconds all CPUs of the machine have spent not idle (first line of /proc/stat)."""
-    with open("/proc/stat") as handle:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, handle.readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def free_port(topo: Topology) -> int:
     """A port nothing listens on at the server address (a fresh one per start: no TIME_WAIT clashes)."""
     with ns.inside(topo.server_ns), socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
@@ -201,8 +227,8 @@ def free_port(topo: Topology) -> int:
 
 
 def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
-                   profiled: bool = False) -> tuple[int, str | None]:
-    """Start the point's server and check its answers; (port, None) or (port, why it is unusable)."""
+                   profiled: bool = False) -> int:
+    """Start the point's server and check its answers; its port, or PointFailed saying why it is unusable."""
     port = free_port(topo)
     runner.start_server(point.server, topo.server_addr, port, profiled)
     problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
@@ -213,9 +239,8 @@ def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: P
         except (OSError, http.client.HTTPException) as error:
             problem = f"verification failed: {error!r}"
     if problem is not None:
-        problem = with_server_log(runner, problem)
-        runner.stop_server()
-    return port, problem
+        raise PointFailed(with_server_log(runner, problem))
+    return port
 
 
 def with_server_log(runner: Runner, reason: str) -> str:
@@ -238,9 +263,9 @@ def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
 
 def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
     started_at = now()
-    server_before, veth_before, host_before = runner.server_usage(), counters(topo), host_busy_s()
+    server_before, veth_before, host_before = runner.server_usage(), counters(topo), procfs.host_busy_s()
     run = run_wrk(runner, topo, config, point, port, config.duration_s)
-    host_after, veth_after, server_after = host_busy_s(), counters(topo), runner.server_usage()
+    host_after, veth_after, server_after = procfs.host_busy_s(), counters(topo), runner.server_usage()
     try:
         report = wrk.parse(run.stdout)
     except ValueError as error:

@@ -21,7 +21,7 @@ from dataclasses import fields
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-from netns.config import Shaping, Topology  # noqa: E402  (after the sys.path fix above)
+from netns.config import Shaping, Topology
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -351,7 +351,7 @@ def status(topo: Topology, probe: bool = True) -> TopologyStatus:
     namespaces = {name: _namespace_state(name) for name in (topo.server_ns, topo.client_ns)}
     links = [_link_status(namespace, ifname) for namespace, ifname, _ in topo.ends()]
     problems = [f"namespace {n} is {s}" for n, s in namespaces.items() if s != "ours"]
-    for link, (_, _, address) in zip(links, topo.ends()):
+    for link, (_, _, address) in zip(links, topo.ends(), strict=False):
         if not link.present:
             problems.append(f"{link.name} missing in {link.namespace}")
             continue

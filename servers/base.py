@@ -66,14 +66,19 @@ def block_shutdown_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
 
 
-def raise_open_file_limit() -> None:
-    """Soft limit up to the hard one, so thousands of connections can be held."""
+def raise_open_file_limit() -> int:
+    """Soft limit up to the hard one, so thousands of connections can be held; the soft limit in force after.
+
+    The one helper for it: bench, its idle-connection holders and the servers all call this.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError) as error:  # an unlimited hard limit is above the kernel's nr_open
             warn_once("rlimit", f"open-file limit stays at {soft}: {error}")
+    return soft
 
 
 _warned: set[str] = set()

@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 # The same daemon/root skips, image build and helpers as the runner's tests.
-from test_docker_runner import (CLIENT, ROOT, build_image, netns_setup, ours, pytestmark,  # noqa: F401
-                                started_containers)
+from test_docker_runner import CLIENT, ROOT, build_image, netns_setup, ours, pytestmark, started_containers  # noqa: F401
 
-from bench.docker_runner import RUN_LABEL  # noqa: E402
-from netns.config import Topology  # noqa: E402
-from netns.topology import counters  # noqa: E402
+from bench.runners.docker import RUN_LABEL
+from netns.config import Topology
+from netns.topology import counters
 
 TOPOLOGY = Topology()
 # `up` as the README says, passing the sweep's status on (plain `up` always exits 0).

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "swissknife:latest"
 LABEL = "io.swissknife.test"  # every container started here carries it
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-NETNS_SETUP = ROOT / "netns" / "setup.py"
 PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", re.S)
 
 
@@ -35,7 +33,7 @@ def _client():
         client = docker.from_env(timeout=120)
         client.ping()
         return client
-    except Exception as err:  # any failure to reach the daemon means "skip"
+    except Exception as err:  # noqa: BLE001 -- any failure to reach the daemon means "skip"
         return err
 
 
@@ -135,7 +133,8 @@ def test_versions_file_records_tools_and_pins(client, image):
 
 
 def test_perf_records_with_sys_admin_and_only_with_it(client, image):
-    script = "cd /tmp && perf record -q -e cpu-clock -o /tmp/p.data -- true && perf report -i /tmp/p.data --stdio -q | head -n3"
+    script = ("cd /tmp && perf record -q -e cpu-clock -o /tmp/p.data -- true"
+              " && perf report -i /tmp/p.data --stdio -q | head -n3")
     out = run(client, ["sh", "-c", script], cap_add=["SYS_ADMIN", "SYSLOG"])
     assert "[k]" in out or "%" in out, out
     with pytest.raises(docker.errors.ContainerError):
@@ -205,7 +204,8 @@ def test_compose_services_follow_the_namespace_rules(compose_config):
 def test_bench_entrypoint_maps_the_environment_and_keeps_the_exit_status(client, image, compose_config):
     """BENCH_* become `python3 -m bench` options, and the sweep's status is the container's."""
     entrypoint = compose_config["services"]["bench"]["entrypoint"]
-    fake = 'mkdir -p /tmp/fake && printf \'#!/bin/sh\\necho "$*"\\nexit 7\\n\' >/tmp/fake/python3 && chmod +x /tmp/fake/python3'
+    fake = ('mkdir -p /tmp/fake && printf \'#!/bin/sh\\necho "$*"\\nexit 7\\n\' >/tmp/fake/python3'
+            ' && chmod +x /tmp/fake/python3')
     container = client.containers.run(
         IMAGE, ["-c", f'{fake} && PATH=/tmp/fake:$PATH exec {" ".join(entrypoint)} --out /tmp/x'],
         entrypoint=["sh"], detach=True, labels={LABEL: "1"},
@@ -235,21 +235,6 @@ def test_in_netns_names_the_fix_when_a_namespace_is_missing(client, image, compo
 
 
 # --- joining the topology's namespaces ----------------------------------------
-
-@pytest.fixture(scope="module")
-def topology():
-    """The sk-server/sk-client topology, brought up by netns/setup.py if it is not already."""
-    if not NETNS_SETUP.exists():
-        pytest.skip("netns/setup.py is not in the repo yet")
-    setup = [sys.executable, str(NETNS_SETUP)]
-    healthy = subprocess.run([*setup, "status"], capture_output=True, text=True).returncode == 0
-    if not healthy:
-        done = subprocess.run([*setup, "up"], capture_output=True, text=True)
-        assert done.returncode == 0, f"netns/setup.py up failed:\n{done.stdout}{done.stderr}"
-    yield
-    if not healthy:
-        subprocess.run([*setup, "down"], capture_output=True, text=True, check=True)
-
 
 def test_container_with_compose_settings_joins_sk_server(client, image, compose_config, topology):
     settings = sdk_settings(compose_config["services"]["server"])
@@ -315,8 +300,6 @@ def test_compose_netns_service_builds_and_removes_a_topology_on_the_host(image):
 
     Uses its own names and prefix so the default topology, if up, is untouched.
     """
-    if not NETNS_SETUP.exists():
-        pytest.skip("netns/setup.py is not in the repo yet")
     tag = uuid.uuid4().hex[:4]
     names = {"server-ns": f"skd{tag}-s", "client-ns": f"skd{tag}-c", "server-if": f"skd{tag}0",
              "client-if": f"skd{tag}1", "server-addr": "fd00:5d::1", "client-addr": "fd00:5d::2"}

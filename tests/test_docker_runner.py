@@ -22,8 +22,8 @@ docker = pytest.importorskip("docker", reason="the Docker SDK for Python (`docke
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.docker_runner import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
 from bench.errors import PointFailed  # noqa: E402
+from bench.runners.docker import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
 from bench.sweep import free_port  # noqa: E402
 from netns.config import Topology  # noqa: E402
 
@@ -33,7 +33,7 @@ def daemon() -> docker.DockerClient | Exception:
         client = docker.from_env()
         client.ping()
         return client
-    except Exception as error:  # whatever stops us reaching the daemon means "skip"
+    except Exception as error:  # noqa: BLE001 -- whatever stops us reaching the daemon means "skip"
         return error
 
 

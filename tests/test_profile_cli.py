@@ -20,9 +20,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from test_profiling import NETWORK_FUNCTIONS, perf_capable_python  # noqa: E402
+
 from bench.profiling import breakdown, read_folded  # noqa: E402
 from bench.results import schema  # noqa: E402
-from test_profiling import NETWORK_FUNCTIONS, perf_capable_python  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("perf") is None or shutil.which("wrk") is None,

@@ -26,7 +26,6 @@ from bench.profiling import (  # noqa: E402
     ProfileResult,
     PythonSupport,
     breakdown,
-    classify,
     count_syscalls,
     differential,
     markdown_table,
@@ -185,15 +184,6 @@ def test_syscalls_per_request_for_epoll() -> None:
     print(f"\nepoll: {counted.count} syscalls in {SYSCALL_S} s, {per_request:.2f} per request")
     # One epoll_wait may serve many connections, but every request needs its own recv and send.
     assert 0.5 < per_request < 10
-
-
-def test_classification_rule() -> None:
-    select_poll = "python3;py::serve:/s/servers/base.py;select_select;__select;do_select;sock_poll;tcp_poll"
-    send = "python3;py::send:/s/servers/base.py;sock_sendall;__send;__sys_sendto;tcp_sendmsg;finish_task_switch"
-    gil = "python3;_PyEval_EvalFrameDefault;PyEval_RestoreThread;take_gil;pthread_cond_timedwait@@GLIBC_2.3.2"
-    handler = "python3;py::route:/s/servers/http.py;_PyEval_EvalFrameDefault;lookdict_unicode"
-    assert [classify(stack) for stack in (select_poll, send, gil, handler, "python3;[unknown]")] == [
-        "multiplexing", "network", "locks", "python", OTHER]
 
 
 def test_without_perf_the_run_ends_with_one_line_saying_what_to_change(tmp_path: Path) -> None:

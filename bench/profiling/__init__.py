@@ -8,7 +8,16 @@ Nothing here raises when perf cannot run: results carry a status and one line
 saying what to change, so a sweep completes without profiles.
 """
 
-from bench.profiling.breakdown import CATEGORIES, OTHER, Breakdown, Category, breakdown, classify, markdown_table, plot_breakdown
+from bench.profiling.breakdown import (
+    CATEGORIES,
+    OTHER,
+    Breakdown,
+    Category,
+    breakdown,
+    classify,
+    markdown_table,
+    plot_breakdown,
+)
 from bench.profiling.flamegraph import diff_folded, differential, read_folded, render_folded
 from bench.profiling.perf import (
     ProfileResult,

@@ -14,12 +14,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.runners import process_tree
+from bench.procfs import process_tree
 from bench.profiling import PythonSupport, count_syscalls, perf_problem, profile_server, python_perf_args
 
 
 def server_pids() -> list[int]:
-    return [stat["pid"] for stat in process_tree(1)]
+    return [stat.pid for stat in process_tree(1)]
 
 
 def answer(command: str, *args: str) -> dict:

@@ -129,7 +129,7 @@ def plot_breakdown(breakdowns: dict[str, Breakdown], out_png: Path) -> Path:
     for name in category_names():
         shares = [breakdowns[server].shares()[name] for server in servers]
         axes.bar(servers, shares, bottom=bottoms, label=labels[name])
-        bottoms = [bottom + share for bottom, share in zip(bottoms, shares)]
+        bottoms = [bottom + share for bottom, share in zip(bottoms, shares, strict=False)]
     axes.set_ylabel("share of CPU samples (%)")
     axes.set_ylim(0, 100)
     axes.set_title("Where the server's CPU time goes")

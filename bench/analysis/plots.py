@@ -7,21 +7,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
-from bench.config import REFERENCE_SERVER  # noqa: E402
-from bench.errors import BenchError  # noqa: E402
-from bench.profiling import Breakdown, breakdown, differential, plot_breakdown  # noqa: E402
-from bench.profiling.flamegraph import RenderError  # noqa: E402
-from bench.results import FLAMEGRAPH_DIR, Profiling  # noqa: E402
-from bench.summary import METRICS, Cell  # noqa: E402
-
-# figure name -> its panels: (metric, logarithmic y axis)
-FIGURES: dict[str, list[tuple[str, bool]]] = {
-    "requests": [("requests_per_s", False)],
-    "latency": [("latency_p50_us", True), ("latency_p99_us", True)],
-    "cpu": [("cpu_us_per_request", False)],
-}
+from bench.analysis.metrics import FIGURES, Metric
+from bench.analysis.summary import Cell
+from bench.config import REFERENCE_SERVER
+from bench.errors import BenchError
+from bench.profiling import Breakdown, breakdown, differential, plot_breakdown
+from bench.profiling.flamegraph import RenderError
+from bench.results import FLAMEGRAPH_DIR, Profiling
 
 
 def figure_path(directory: Path, workload: str, figure: str) -> Path:
@@ -40,16 +34,16 @@ def draw_all(cells: list[Cell], directory: Path) -> list[Path]:
     return paths
 
 
-def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path: Path,
+def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
          x_label: str = "connections") -> None:
     """`cells[i].connections` is the x value: the connection count, or an experiment's axis value."""
     servers = dict.fromkeys(c.server for c in cells)
     connections = sorted({c.connections for c in cells})
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, (metric, log_y) in zip(axes[0], panels):
+    for ax, metric in zip(axes[0], panels, strict=False):
         for server in servers:
-            points = [(c.connections, c.stats[metric]) for c in cells
-                      if c.server == server and c.stats[metric] is not None]
+            points = [(c.connections, c.stats[metric.key]) for c in cells
+                      if c.server == server and c.stats[metric.key] is not None]
             if not points:
                 continue
             x = [n for n, _ in points]
@@ -63,13 +57,13 @@ def draw(workload: str, cells: list[Cell], panels: list[tuple[str, bool]], path:
             ax.set_xscale("log", base=2)
         ax.set_xticks(connections, [f"{n:,}" for n in connections])
         ax.set_xlabel(x_label)
-        ax.set_ylabel(METRICS[metric])
-        if log_y:
+        ax.set_ylabel(metric.label)
+        if metric.log_y:
             ax.set_yscale("log")
         else:
             ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"{workload}: {METRICS[metric]}")
+        ax.set_title(f"{workload}: {metric.label}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="server")
     fig.tight_layout()

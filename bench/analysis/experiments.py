@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bench import plots
+from bench.analysis import plots
+from bench.analysis.metrics import FIGURES
+from bench.analysis.summary import Cell, median
 from bench.config import EXPERIMENTS, REFERENCE_SERVER, Experiment
-from bench.summary import Cell, median
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
 
@@ -43,7 +44,7 @@ def draw(workloads: list[dict], cells: list[Cell], directory: Path) -> list[Path
         if experiment.axis == "connections":
             continue
         points = axis_points(experiment, workloads, cells)
-        for figure, panels in plots.FIGURES.items():
+        for figure, panels in FIGURES.items():
             path = plots.figure_path(directory, experiment.name, figure)
             plots.draw(experiment.name, points, panels, path, x_label=AXIS_LABELS[experiment.axis])
             paths.append(path)
@@ -61,7 +62,7 @@ def sections(workloads: list[dict], cells: list[Cell], plot_dir: Path, report_di
         else:
             points = axis_points(experiment, workloads, cells)
             lines += [paragraph_along_axis(experiment, points), ""]
-            for figure in plots.FIGURES:
+            for figure in FIGURES:
                 path = plots.figure_path(plot_dir, experiment.name, figure).relative_to(report_dir)
                 lines += [f"![{experiment.name} {figure}]({path.as_posix()})", ""]
     return lines

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.analysis.summary import median, summarize
+from bench.results import load
 
-from bench.results import load  # noqa: E402
-from bench.summary import median, summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # README column heading -> (workload, connections) of the reference run
 COLUMNS = [("plaintext", 16), ("plaintext", 256), ("sleep-5", 256), ("cpu-200", 256), ("idle-10000", 32), ("churn", 16)]
@@ -36,7 +34,7 @@ def test_every_quoted_number_is_the_reference_runs_median():
     quoted = 0
     for server, row in rows.items():
         assert len(row) == len(COLUMNS), (server, row)
-        for text, (workload, connections) in zip(row, COLUMNS):
+        for text, (workload, connections) in zip(row, COLUMNS, strict=False):
             cell = cells[(workload, server, connections)]
             if not (pair := NUMBER_PAIR.search(text.replace("*", ""))):
                 assert median(cell, "requests_per_s") is None, (server, workload, text)  # failed/unsupported

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import experiments, plots
+from bench.analysis import experiments, plots
+from bench.analysis.metrics import FIGURES, METRICS, TABLED
+from bench.analysis.summary import Cell, Spread, median, summarize
 from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE, cpu_list
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
-from bench.results import Profiling, Run
-from bench.summary import Cell, Spread, median
+from bench.results import Profiling, Run, load, write_atomic
 
 CLIENT_BOUND_MARK = "†"
 DISTURBED_MARK = "‡"
-# table metric -> (heading, unit divisor, decimals)
-TABLES = {
-    "requests_per_s": ("requests/s", 1, 0),
-    "latency_p99_us": ("p99 latency (ms)", 1000, 2),
-    "cpu_us_per_request": ("server CPU µs per request", 1, 1),
-}
 
 
 def number(value: float, divisor: float = 1, decimals: int = 0) -> str:
@@ -37,9 +32,9 @@ def cell_text(cell: Cell | None, metric: str) -> str:
     value = cell.stats[metric]
     if value is None:
         return "unsupported" if cell.unsupported else "failed"
-    _, divisor, decimals = TABLES[metric]
+    found = METRICS[metric]
     marks = CLIENT_BOUND_MARK * bool(cell.client_bound) + DISTURBED_MARK * bool(cell.disturbed)
-    return spread_text(value, divisor, decimals) + (f" {marks}" if marks else "")
+    return spread_text(value, found.divisor, found.decimals) + (f" {marks}" if marks else "")
 
 
 def table(cells: list[Cell], metric: str) -> list[str]:
@@ -98,7 +93,8 @@ def environment_lines(run: Run) -> list[str]:
     env, config = run.environment, run.config
     server_cpus, client_cpu = config["server_cpus"], config["client_cpu"]
     shared = " (shared with wrk)" if client_cpu in server_cpus else ""
-    pins = f"server on CPU{'s' if len(server_cpus) > 1 else ''} {cpu_list(server_cpus)}{shared}, wrk on CPU {client_cpu}"
+    plural = "s" if len(server_cpus) > 1 else ""
+    pins = f"server on CPU{plural} {cpu_list(server_cpus)}{shared}, wrk on CPU {client_cpu}"
     rows = {
         "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
         "pinning": pins, "Python": env["python"], "pyroute2": env["pyroute2"],
@@ -111,7 +107,7 @@ def environment_lines(run: Run) -> list[str]:
 
 def method_line(run: Run) -> str:
     config = run.config
-    return (f"Profile `{config['profile']}`: {config['repeat']} repeat(s) of {config['duration_s']} s per point "
+    return (f"Preset `{config['preset']}`: {config['repeat']} repeat(s) of {config['duration_s']} s per point "
             f"after a {config['warmup_s']} s warm-up per connection count (not recorded); wrk with "
             f"{config['wrk_threads']} thread(s), {config['wrk_timeout_s']} s timeout. Cells: median "
             f"[min–max] over the repeats. {CLIENT_BOUND_MARK} marks client-bound points: wrk used "
@@ -133,8 +129,8 @@ def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str
                   f"`GET {workload['path']}`, pipeline depth {workload['pipeline']}, "
                   f"{'Connection: close' if workload['close'] else 'keep-alive'}.", "",
                   verdict(workload["name"], workload_cells), ""]
-        for metric, (heading, _, _) in TABLES.items():
-            lines += [f"### {heading}", "", *table(workload_cells, metric), ""]
+        for metric in TABLED:
+            lines += [f"### {metric.table}", "", *table(workload_cells, metric.key), ""]
         failures = [c for c in workload_cells if c.failed or c.unsupported]
         if failures:
             lines += ["Failed or unsupported points:", ""]
@@ -142,7 +138,7 @@ def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str
                       f"{f'{c.failed} failed' if c.failed else f'{c.unsupported} unsupported'} — {c.failure}"
                       for c in failures]
             lines.append("")
-        for figure in plots.FIGURES:
+        for figure in FIGURES:
             path = plots.figure_path(plot_dir, workload["name"], figure).relative_to(report_dir)
             lines += [f"![{workload['name']} {figure}]({path.as_posix()})", ""]
     lines += experiments.sections(run.config["workloads"], cells, plot_dir, report_dir)
@@ -191,3 +187,15 @@ def where_the_time_goes(profiling: Profiling, cells: list[Cell], plot_dir: Path,
         lines += [*notes, ""] if notes else []
     return lines
 
+
+
+def write_outputs(directory: Path) -> list[Path]:
+    """Plots and report.md from directory/results.json alone."""
+    run = load(directory)
+    cells = summarize(run.records)
+    plot_dir = directory / "plots"
+    paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)
+    if run.profiling:
+        paths += plots.draw_profiles(run.profiling, directory, plot_dir)
+    write_atomic(directory / "report.md", render(run, cells, plot_dir, directory))
+    return [*paths, directory / "report.md"]

@@ -37,16 +37,24 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
+import docker
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
+from bench.procfs import stat_or_none
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
-from bench.runners import (LOG_TAIL_CHARS, REPO_ROOT, STOP_GRACE_S, ServerUsage, WrkRun,
-                           profiled_support, server_command)
+from bench.runners.base import (
+    LOG_TAIL_CHARS,
+    REPO_ROOT,
+    STOP_GRACE_S,
+    ServerUsage,
+    WrkRun,
+    profiled_support,
+    server_command,
+)
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
@@ -201,7 +209,8 @@ class DockerRunner:
         self._support = None
 
     def _profiling(self, container: Container | None, *args: str) -> dict:
-        """bench.profiling's answer from inside `container`, or from a probe container with the server's capabilities."""
+        """bench.profiling's answer from inside `container`, or from a probe container with the server's
+        capabilities."""
         command = ["python3", "-m", "bench.profiling", *args]
         if container is None:
             out = self._client.containers.run(self._image.id, command, remove=True, cap_add=SERVER_CAPS,
@@ -277,11 +286,9 @@ def _pid_namespace() -> str:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """When process `pid` started (field 22 of /proc/PID/stat): with the pid, it names one process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except FileNotFoundError:
-        return None
+    """When process `pid` started: with the pid, it names one process."""
+    found = stat_or_none(pid)
+    return None if found is None else str(found.start_ticks)
 
 
 def _owner() -> str:

@@ -1,15 +1,9 @@
-"""Runners start the servers and wrk: the one thing that differs between host and containers.
-
-Everything else in bench (verification, sampling, results, plots) talks to a
-`Runner` and never knows which one ran. A runner owns every process it starts
-and `stop()` must leave none behind.
-"""
+"""The process runner: servers and wrk as plain processes entered into the namespaces."""
 
 from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -17,88 +11,35 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
 
-from bench import nginx
-from bench.config import REFERENCE_SERVER, cpu_list
+from bench import procfs
+from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
-from bench.profiling import (ProfileResult, PythonSupport, SyscallCount, count_syscalls, perf_problem,
-                             profile_server, python_perf_args, remove_interpreter_files)
+from bench.profiling import (
+    ProfileResult,
+    PythonSupport,
+    SyscallCount,
+    count_syscalls,
+    perf_problem,
+    profile_server,
+    python_perf_args,
+    remove_interpreter_files,
+)
+from bench.runners.base import (
+    LOG_TAIL_CHARS,
+    REPO_ROOT,
+    STOP_GRACE_S,
+    ServerUsage,
+    WrkRun,
+    profiled_support,
+    server_command,
+)
 from netns import ns
 from netns.config import Topology
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STOP_GRACE_S = 5.0
-LOG_TAIL_CHARS = 500
 PERF_ENV = "SWISSKNIFE_PERF"  # the perf binary the process runner uses (default: perf on PATH)
-NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
-
-
-@dataclass(frozen=True)
-class ServerUsage:
-    """Cumulative figures over all the server's processes (workers, nginx master + worker)."""
-
-    cpu_user_s: float
-    cpu_sys_s: float
-    peak_rss_kib: int  # sum of each process's peak resident set
-    processes: int
-
-
-@dataclass(frozen=True)
-class WrkRun:
-    stdout: str
-    stderr: str
-    returncode: int
-    cpu_s: float  # wrk's own user + sys CPU time
-
-
-class Runner(Protocol):
-    name: str
-
-    def check(self) -> None:
-        """Raise BenchError naming whatever this runner needs and lacks."""
-
-    def versions(self) -> dict[str, str]:
-        """Versions of the tools as this runner runs them (wrk, nginx, ...)."""
-
-    def image(self) -> dict | None:
-        """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
-
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
-        """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;
-        `profiled`: with the interpreter options that show Python functions to perf."""
-
-    def server_exit_code(self) -> int | None:
-        """None while the server runs, else how it ended."""
-
-    def server_log(self) -> str:
-        """The tail of the server's output, for failure reasons."""
-
-    def server_usage(self) -> ServerUsage:
-        """CPU and memory of the running server, summed over its processes."""
-
-    def stop_server(self) -> None:
-        """Stop the server and everything it started; no-op when none runs."""
-
-    def perf_problem(self) -> str | None:
-        """None when perf can profile the servers as this runner runs them; else one line saying what to change."""
-
-    def count_syscalls(self, duration_s: float) -> SyscallCount:
-        """The syscalls the running server's processes make in the next `duration_s` seconds."""
-
-    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
-        """Sample the running server (started profiled) for `duration_s`: out_dir/name.svg and name.folded."""
-
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
-        """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
-
-    def stop(self) -> None:
-        """Kill everything this runner started (interrupts, errors)."""
-
-
 # tool -> Debian package that provides it
 PROCESS_TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
 
@@ -165,20 +106,15 @@ class ProcessRunner:
 
     def server_pids(self) -> list[int]:
         """The server's processes (reuseport workers, nginx's master and worker); [] when none runs."""
-        return [] if self._server is None else [s["pid"] for s in process_tree(self._server.pid)]
+        return [] if self._server is None else [s.pid for s in procfs.process_tree(self._server.pid)]
 
     def server_usage(self) -> ServerUsage:
         if self._server is None or self._server.poll() is not None:
             raise PointFailed("the server is not running")
-        stats = process_tree(self._server.pid)
-        ticks = os.sysconf("SC_CLK_TCK")
-        # cutime/cstime carry the CPU of children that already exited and were reaped.
-        return ServerUsage(
-            cpu_user_s=sum(s["utime"] + s["cutime"] for s in stats) / ticks,
-            cpu_sys_s=sum(s["stime"] + s["cstime"] for s in stats) / ticks,
-            peak_rss_kib=sum(_peak_rss_kib(s["pid"]) for s in stats),
-            processes=len(stats),
-        )
+        tree = procfs.process_tree(self._server.pid)
+        user_s, sys_s = procfs.tree_cpu_s(tree)
+        return ServerUsage(user_s, sys_s, peak_rss_kib=sum(procfs.peak_rss_kib(s.pid) for s in tree),
+                           processes=len(tree))
 
     def stop_server(self) -> None:
         if self._server is not None:
@@ -224,34 +160,9 @@ class ProcessRunner:
         self.stop_server()
 
 
-def docker_runner(topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> Runner:
-    from bench.docker_runner import DockerRunner  # lazy: it imports this module, and the Docker SDK
-    return DockerRunner(topo, server_cpus, client_cpu)
-
-
-RUNNERS = {ProcessRunner.name: ProcessRunner, "docker": docker_runner}
-
-
-def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
-                   python_args: Sequence[str] = ()) -> list[str]:
-    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers."""
-    if kind == REFERENCE_SERVER:
-        return nginx.prepare(scratch, host, port, _open_file_limit())
-    return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
-
-
-def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:
-    """How server `kind` shows Python functions to perf, given its interpreter's support."""
-    return NOT_PYTHON if kind == REFERENCE_SERVER else python
-
-
 def _pinned(cpus: Sequence[int], command: Sequence[str]) -> list[str]:
     # taskset execs the command, so the pid we hold is the server's (or wrk's) own.
     return ["taskset", "--cpu-list", cpu_list(cpus), *command]
-
-
-def _open_file_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _wait_with_cpu(process: subprocess.Popen, timeout_s: float) -> tuple[int, float]:
@@ -283,43 +194,3 @@ def _stop_group(process: subprocess.Popen, sig: signal.Signals) -> None:
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()
     _signal_group(process.pid, signal.SIGKILL)
-
-
-def _proc_stat(pid: int) -> dict[str, int]:
-    with open(f"/proc/{pid}/stat") as handle:
-        # comm (field 2) may hold spaces and parentheses: split after its last ')'.
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return {"pid": pid, "ppid": int(fields[1]), "utime": int(fields[11]), "stime": int(fields[12]),
-            "cutime": int(fields[13]), "cstime": int(fields[14])}
-
-
-def process_tree(root: int) -> list[dict[str, int]]:
-    """/proc/PID/stat figures of `root` and all its descendants, found by their parent links."""
-    stats: dict[int, dict[str, int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stats[int(entry)] = _proc_stat(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # exited while we looked
-    children: dict[int, list[int]] = {}
-    for stat in stats.values():
-        children.setdefault(stat["ppid"], []).append(stat["pid"])
-    tree, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        if pid in stats:
-            tree.append(stats[pid])
-            pending.extend(children.get(pid, []))
-    return tree
-
-
-def _peak_rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0

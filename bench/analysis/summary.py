@@ -6,15 +6,8 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bench.analysis.metrics import METRICS
 from bench.results import Record
-
-# The headline metrics: record field -> label.
-METRICS = {
-    "requests_per_s": "requests/s",
-    "latency_p50_us": "p50 latency (µs)",
-    "latency_p99_us": "p99 latency (µs)",
-    "cpu_us_per_request": "server CPU µs/request",
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,8 @@ def summarize(records: list[Record]) -> list[Cell]:
             workload, server, connections,
             stats={metric: spread(getattr(r, metric) for r in ok) for metric in METRICS},
             failed=sum(r.status == "failed" for r in group),
-            unsupported=sum(r.status == "unsupported" for r in group), client_bound=sum(bool(r.client_bound) for r in ok),
+            unsupported=sum(r.status == "unsupported" for r in group),
+            client_bound=sum(bool(r.client_bound) for r in ok),
             disturbed=sum(r.disturbed for r in ok),
             failure=failures[0] if failures else None,
         ))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.summary import METRICS, Cell, median
+from bench.analysis.metrics import METRICS
+from bench.analysis.summary import Cell, median
 
 
 @dataclass(frozen=True)

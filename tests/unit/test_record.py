@@ -1,0 +1,84 @@
+"""One point's record from its raw figures (to_record), the plan, unsupported points, wrk's report (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import wrk
+from bench.config import WORKLOADS, SweepConfig, plan, workload
+from bench.runners.base import ServerUsage
+from bench.sweep import to_record, unsupported
+
+REPORT = wrk.WrkReport(requests=20_000, duration_us=2_000_000, bytes=3_000_000,
+                       errors={"connect": 0, "read": 1, "write": 0, "status": 0, "timeout": 2},
+                       latency_us={"mean": 300.0, "stdev": 50.0, "max": 9000.0, "p50": 250.0, "p75": 300.0,
+                                   "p90": 400.0, "p99": 1200.0, "p99_9": 5000.0})
+BEFORE = ServerUsage(cpu_user_s=10.0, cpu_sys_s=5.0, peak_rss_kib=20_000, processes=1)
+VETH = {"rx_bytes": 1_000_000, "tx_bytes": 3_500_000, "rx_packets": 20_000, "tx_packets": 20_000}
+
+
+def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH):
+    point = plan(SweepConfig("test", ("epoll",), (WORKLOADS["plaintext"],), (32,), 2, 1, 1))[0]
+    return to_record(point, "now", REPORT, BEFORE, after, client_cpu_s, host_busy_s, veth, server_cpus)
+
+
+def test_every_metric_is_derived_from_the_raw_figures():
+    r = record(ServerUsage(10.6, 5.4, 25_000, 1), client_cpu_s=1.0, host_busy_s=2.1)
+    assert (r.status, r.requests, r.requests_per_s, r.bytes) == ("ok", 20_000, 10_000, 3_000_000)
+    assert r.cpu_us_per_request == pytest.approx(50.0) and r.cpu_user_us_per_request == pytest.approx(30.0)
+    assert r.cpu_sys_us_per_request == pytest.approx(20.0)
+    assert r.server_cpu_share == pytest.approx(0.5) and r.client_cpu_share == pytest.approx(0.5)
+    assert r.other_cpu_share == pytest.approx(0.05) and not r.disturbed
+    assert (r.errors_read, r.errors_timeout, r.wrk_errors) == (1, 2, 3)
+    assert (r.latency_p50_us, r.latency_p99_9_us, r.server_peak_rss_kib) == (250.0, 5000.0, 25_000)
+    assert r.veth_consistent and r.veth_tx_per_wrk_byte == pytest.approx(3.5 / 3)
+    assert not r.client_bound
+
+
+def test_client_bound_when_wrk_saturates_its_core_and_the_server_does_not():
+    assert record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.9, host_busy_s=3.0).client_bound
+    # both saturated: the server set the pace too
+    assert not record(ServerUsage(11.0, 6.0, 1, 1), client_cpu_s=1.9, host_busy_s=3.9).client_bound
+
+
+def test_shares_are_per_pinned_cpu_and_other_load_marks_the_point_disturbed():
+    r = record(ServerUsage(11.0, 6.0, 1, 2), client_cpu_s=1.0, host_busy_s=3.4, server_cpus=2)
+    assert r.server_cpu_share == pytest.approx(0.5)
+    assert r.other_cpu_share == pytest.approx(0.2) and r.disturbed
+
+
+def test_fewer_bytes_on_the_veth_than_wrk_read_is_inconsistent():
+    r = record(ServerUsage(10.6, 5.4, 1, 1), 1.0, 2.1, veth=VETH | {"tx_bytes": 100})
+    assert not r.veth_consistent
+
+
+def test_plan_runs_one_server_at_a_time_and_idle_workloads_use_their_fixed_active_set():
+    config = SweepConfig("test", ("epoll", "nginx"), (WORKLOADS["plaintext"], workload("idle-50")), (4, 8), 1, 1, 2)
+    points = [(p.server, p.workload.name, p.connections, p.repeat) for p in plan(config)]
+    assert points[:4] == [("epoll", "plaintext", 4, 1), ("epoll", "plaintext", 4, 2),
+                          ("epoll", "plaintext", 8, 1), ("epoll", "plaintext", 8, 2)]
+    assert [p for p in points if p[1] == "idle-50"] == [("epoll", "idle-50", 32, 1), ("epoll", "idle-50", 32, 2),
+                                                        ("nginx", "idle-50", 32, 1), ("nginx", "idle-50", 32, 2)]
+    assert workload("idle-x") is None and workload("nosuch") is None
+
+
+def test_points_a_model_cannot_serve_say_why():
+    config = SweepConfig("test", ("select", "nginx", "epoll"), (WORKLOADS["sleep-5"], workload("idle-2000")),
+                         (16,), 1, 1, 1)
+    reasons = {(p.server, p.workload.name): unsupported(p) for p in plan(config)}
+    assert "serves only / and /bytes/N" in reasons["nginx", "sleep-5"]
+    assert "FD_SETSIZE (1024)" in reasons["select", "idle-2000"]
+    assert reasons["select", "sleep-5"] is None and reasons["epoll", "idle-2000"] is None
+
+
+def test_wrk_command_is_bounded_and_the_report_line_is_found_after_wrk_s_summary():
+    args = wrk.command(wrk.url("fd00:5a::1", 8080, "/"), WORKLOADS["pipeline-16"], 4, 2, 1, 2)
+    assert "--duration=2s" in args and "--timeout=2s" in args and args[-3:] == ["--", "16", "keep-alive"]
+    assert "http://[fd00:5a::1]:8080/" in args
+    line = json.dumps({"requests": 20_000, "duration_us": 2_000_000, "bytes": 3_000_000, "errors": REPORT.errors,
+                       "latency_us": REPORT.latency_us})
+    assert wrk.parse(f"Running 2s test\n  1 threads\n{line}\n") == REPORT
+    with pytest.raises(ValueError, match="no JSON report"):
+        wrk.parse("wrk: connection refused\n")
