@@ -100,7 +100,8 @@ class Client:
         return True
 
 
-def request(path: str = "/", method: str = "GET", version: str = "HTTP/1.1", headers: str = "", body: bytes = b"") -> bytes:
+def request(path: str = "/", method: str = "GET", version: str = "HTTP/1.1", headers: str = "",
+            body: bytes = b"") -> bytes:
     return f"{method} {path} {version}\r\nHost: test\r\n{headers}\r\n".encode() + body
 
 
@@ -158,7 +159,8 @@ def free_port(host: str) -> int:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servers", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run([sys.executable, "-m", "servers", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
 
 
 def start_server(kind: str, *options: str, host: str = "127.0.0.1") -> RunningServer:

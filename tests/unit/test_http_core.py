@@ -1,17 +1,11 @@
-"""The shared HTTP/1.1 core in-process: parsing edge cases, limits at their boundaries, handler failures, Date caching."""
+"""The shared HTTP/1.1 core in-process: parsing edge cases, limits at their boundaries, handler failures,
+Date caching."""
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from servers.http import (  # noqa: E402
-    MAX_HEADER_FIELDS, MAX_REQUEST_LINE, HttpConnection, Reply, Request, Response,
-)
+from servers.http import MAX_HEADER_FIELDS, MAX_REQUEST_LINE, HttpConnection, Reply, Request, Response
 
 HELLO_REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 
