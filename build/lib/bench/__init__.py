@@ -1,0 +1,1 @@
+"""The benchmark pipeline: config -> runner -> sweep -> results -> plots and report."""

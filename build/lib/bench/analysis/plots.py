@@ -1,0 +1,111 @@
+"""PNG charts of a run, one set per workload (pure: records in, files out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+from bench.analysis.metrics import FIGURES, Metric
+from bench.analysis.summary import Cell
+from bench.config import REFERENCE_SERVER
+from bench.errors import BenchError
+from bench.profiling import Breakdown, breakdown, differential, plot_breakdown
+from bench.profiling.flamegraph import RenderError
+from bench.results import FLAMEGRAPH_DIR, Profiling
+
+
+def figure_path(directory: Path, workload: str, figure: str) -> Path:
+    return directory / f"{workload}-{figure}.png"
+
+
+def draw_all(cells: list[Cell], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    workloads = dict.fromkeys(c.workload for c in cells)
+    paths = []
+    for workload in workloads:
+        for figure, panels in FIGURES.items():
+            path = figure_path(directory, workload, figure)
+            draw(workload, [c for c in cells if c.workload == workload], panels, path)
+            paths.append(path)
+    return paths
+
+
+def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
+         x_label: str = "connections") -> None:
+    """`cells[i].connections` is the x value: the connection count, or an experiment's axis value."""
+    servers = dict.fromkeys(c.server for c in cells)
+    connections = sorted({c.connections for c in cells})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=False):
+        for server in servers:
+            points = [(c.connections, c.stats[metric.key]) for c in cells
+                      if c.server == server and c.stats[metric.key] is not None]
+            if not points:
+                continue
+            x = [n for n, _ in points]
+            medians = [s.median for _, s in points]
+            errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
+            reference = server == REFERENCE_SERVER
+            ax.errorbar(x, medians, yerr=errors, label=f"{server} (reference)" if reference else server,
+                        marker="o", markersize=4, capsize=3,
+                        linestyle="--" if reference else "-", color="black" if reference else None)
+        if min(connections) > 0:  # a log axis cannot show 0 (the idle experiment's first point)
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(connections, [f"{n:,}" for n in connections])
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(metric.label)
+        if metric.log_y:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{workload}: {metric.label}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="server")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def profiled_workloads(profiling: Profiling) -> list[str]:
+    return list(dict.fromkeys(p.workload for p in profiling.profiles))
+
+
+def folded_stacks(profiling: Profiling, run_dir: Path, workload: str) -> dict[str, Path]:
+    """server -> the folded stacks kept for `workload`, for every server that has them."""
+    return {p.server: run_dir / p.folded for p in profiling.profiles if p.workload == workload and p.folded}
+
+
+def breakdowns(profiling: Profiling, run_dir: Path, workload: str) -> dict[str, Breakdown]:
+    return {server: breakdown(path) for server, path in folded_stacks(profiling, run_dir, workload).items()}
+
+
+def drawn_diffs(profiling: Profiling, run_dir: Path, workload: str) -> list[list[str]]:
+    """The run's differential pairs whose two servers both have folded stacks for `workload`."""
+    present = folded_stacks(profiling, run_dir, workload)
+    return [pair for pair in profiling.diff_pairs if set(pair) <= set(present)]
+
+
+def diff_path(run_dir: Path, workload: str, before: str, after: str) -> Path:
+    return run_dir / FLAMEGRAPH_DIR / f"{workload}-{before}-vs-{after}.svg"
+
+
+def draw_profiles(profiling: Profiling, run_dir: Path, plot_dir: Path) -> list[Path]:
+    """A breakdown bar chart per profiled workload and its differential flame graphs, from the folded stacks."""
+    paths = []
+    for workload in profiled_workloads(profiling):
+        if found := breakdowns(profiling, run_dir, workload):
+            paths.append(plot_breakdown(found, figure_path(plot_dir, workload, "breakdown")))
+        folded = folded_stacks(profiling, run_dir, workload)
+        for before, after in drawn_diffs(profiling, run_dir, workload):
+            title = f"{workload}: {before} -> {after} (widths: {after}; red: {after} spends more, blue: less)"
+            try:
+                paths.append(differential(folded[before], folded[after],
+                                          diff_path(run_dir, workload, before, after), title))
+            except RenderError as error:
+                raise BenchError(str(error)) from None
+    return paths

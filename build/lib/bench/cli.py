@@ -1,0 +1,294 @@
+"""python3 -m bench [options]      sweep servers x workloads x connection counts
+python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
+python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json
+python3 -m bench compare A B      per-point ratios B/A of two runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.analysis.compare import compare
+from bench.analysis.metrics import METRICS
+from bench.analysis.report import write_outputs
+from bench.analysis.summary import summarize
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCE_SERVER, WORKLOADS, SweepConfig, workload
+from bench.errors import BenchError
+from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
+from bench.results import Record, Run, ServerProfile, load
+from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner
+from netns.config import Topology
+from netns.ns import NamespaceError
+from netns.topology import TopologyError
+
+# Differential flame graphs drawn when both servers were profiled and no --diff says otherwise.
+DEFAULT_DIFFS = (("select", "epoll"), ("epoll", "epoll-pool"))
+PROFILE_CONNECTIONS = 64
+console = Console()
+
+
+def server_kinds() -> list[str]:
+    listed = subprocess.run([sys.executable, "-m", "servers", "--list"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise BenchError(f"`python3 -m servers --list` failed: {listed.stderr.strip()}")
+    return listed.stdout.split()
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def default_cpus() -> tuple[tuple[int, ...], int]:
+    """The first two CPUs we may use; both sides share the only one on a 1-CPU host."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0],), allowed[1] if len(allowed) > 1 else allowed[0]
+
+
+def parse_cpus(text: str) -> tuple[tuple[int, ...], int]:
+    """SERVER,CLIENT where SERVER is a CPU or a range A-B: `0,1` or `0-3,4`."""
+    server, _, client = text.partition(",")
+    first, _, last = server.partition("-")
+    server_cpus = tuple(range(int(first), int(last or first) + 1))
+    if not server_cpus:
+        raise ValueError(text)
+    return server_cpus, int(client)
+
+
+def server_pair(text: str) -> tuple[str, str]:
+    before, comma, after = text.partition(",")
+    if not (comma and before and after):
+        raise argparse.ArgumentTypeError(f"takes two servers as A,B, not {text}")
+    return before, after
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options the sweep and `profile` share."""
+    parser.add_argument("--servers", nargs="+", metavar="KIND",
+                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
+    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
+    parser.add_argument("--runner", choices=RUNNERS, default="process")
+    parser.add_argument("--cpus", metavar="SERVER,CLIENT",
+                        help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
+                             "CPUs, so reuseport's processes can run in parallel)")
+    parser.add_argument("--server-python", metavar="PATH",
+                        help="interpreter of the Python servers (process runner; default: bench's own); "
+                             "3.12+ puts Python functions in the flame graphs")
+    parser.add_argument("--diff", nargs="+", type=server_pair, metavar="A,B",
+                        help="differential flame graphs from A to B (default: "
+                             f"{' and '.join(','.join(pair) for pair in DEFAULT_DIFFS)}, of those profiled)")
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", "--profile", dest="preset", choices=PRESETS, default=DEFAULT_PRESET,
+                        help="the sweep's size (--profile is the older spelling)")
+    parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
+    parser.add_argument("--experiments", nargs="+", metavar="NAME",
+                        help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
+    parser.add_argument("--repeat", type=positive, metavar="N")
+    parser.add_argument("--flamegraphs", action="store_true",
+                        help="one extra, unrecorded run per server and workload at its largest connection count, "
+                             "profiled with perf")
+    add_run_options(parser)
+    return parser
+
+
+def profile_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench profile",
+        description="Flame graphs of every server under plaintext load at one connection count (one measured "
+                    "run each, then a profiled one), where the time goes, syscalls per request.")
+    parser.add_argument("--connections", type=positive, default=PROFILE_CONNECTIONS, metavar="N")
+    add_run_options(parser)
+    return parser
+
+
+def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
+    """The preset's values, overridden by the options given; bad names end in a usage error."""
+    preset = PRESETS[args.preset]
+    known = [*server_kinds(), REFERENCE_SERVER]
+    servers = args.servers or preset.servers or known
+    if unknown := [s for s in servers if s not in known]:
+        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
+    if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
+    from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
+    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
+    if unknown := [w for w in workloads if workload(w) is None]:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
+    try:
+        server_cpus, client_cpu = parse_cpus(args.cpus) if args.cpus else default_cpus()
+    except ValueError:
+        parser.error(f"--cpus takes SERVER,CLIENT CPU numbers (SERVER may be a range A-B), not {args.cpus!r}")
+    if not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
+        parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
+    return SweepConfig(
+        preset=args.preset,
+        servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
+        workloads=tuple(workload(w) for w in workloads),
+        connections=tuple(args.connections or preset.connections),
+        duration_s=args.duration or preset.duration_s,
+        warmup_s=preset.warmup_s,
+        repeat=args.repeat or preset.repeat,
+        runner=args.runner,
+        server_cpus=server_cpus,
+        client_cpu=client_cpu,
+    )
+
+
+def point_line(record: Record) -> str:
+    where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
+    if record.status != "ok":
+        mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
+        return f"{where}  {mark} {record.failure}"
+    flags = [f for f, on in (("client-bound", record.client_bound),
+                             (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
+                             (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
+                             ("veth-mismatch", not record.veth_consistent)) if on]
+    p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
+    return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
+            f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
+
+
+def profile_line(profile: ServerProfile) -> str:
+    where = f"profile {profile.workload} {profile.server:<10} {profile.connections:>5} conn."
+    if profile.status != "ok":
+        return f"{where}  [red]NO PROFILE[/red] ({profile.status}) {profile.message}"
+    per_request = (f"{profile.syscalls_per_request:.2f} syscalls/req" if profile.syscalls_per_request is not None
+                   else f"syscalls not counted: {profile.syscalls_message}")
+    return f"{where}  Python frames: {profile.python_method}  {per_request}  {profile.svg}"
+
+
+def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> list[list[str]]:
+    if args.diff and not args.flamegraphs:
+        parser.error("--diff draws differential flame graphs: add --flamegraphs")
+    if unknown := [s for pair in args.diff or () for s in pair if s not in config.servers]:
+        parser.error(f"--diff: {', '.join(unknown)} not among the servers swept")
+    return [list(pair) for pair in args.diff or DEFAULT_DIFFS if set(pair) <= set(config.servers)]
+
+
+def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
+                topo: Topology) -> Runner:
+    if not args.server_python:
+        return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
+    if config.runner != ProcessRunner.name:
+        parser.error("--server-python is for the process runner: containers run the image's python3")
+    return ProcessRunner(topo, config.server_cpus, config.client_cpu, args.server_python)
+
+
+def sweep_command(argv: list[str]) -> int:
+    parser = sweep_parser()
+    args = parser.parse_args(argv)
+    return run_command(args, parser, resolve(args, parser))
+
+
+def profile_command(argv: list[str]) -> int:
+    """A sweep of plaintext at one connection count, one repeat, with flame graphs."""
+    parser = profile_parser()
+    args = parser.parse_args(argv)
+    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, ["plaintext"], None
+    args.connections, args.repeat, args.flamegraphs = [args.connections], 1, True
+    return run_command(args, parser, replace(resolve(args, parser), preset="profile"))
+
+
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
+    require_root()
+    diffs = diff_pairs(args, parser, config)
+    topo = Topology()
+    runner = make_runner(args, parser, config, topo)
+    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
+    started = time.monotonic()
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("sweep", total=None)
+
+        def on_start(run: Run, points: int) -> None:
+            if run.profiling and run.profiling.problem:
+                progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
+            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {out}")
+            progress.update(task, total=points)
+
+        def on_record(record: Record) -> None:
+            progress.console.print(point_line(record), highlight=False, soft_wrap=True)
+            progress.advance(task)
+
+        def on_profile(profile: ServerProfile) -> None:
+            progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
+
+        try:
+            run = execute(config, runner, topo, out, args.flamegraphs, diffs,
+                          RunEvents(on_start, on_record, on_profile))
+        except Interrupted as interrupted:
+            progress.console.print(f"{interrupted}: sweep stopped, records kept in {out} "
+                                   f"(redraw: python3 -m bench plot {out})")
+            return interrupted.exit_code
+    failed = sum(r.status == "failed" for r in run.records)
+    unsupported = sum(r.status == "unsupported" for r in run.records)
+    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
+                  f"{failed} failed, {unsupported} unsupported by their model; report: {out / 'report.md'}")
+    return 1 if failed else 0
+
+
+def plot_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
+    parser.add_argument("directory", type=Path)
+    for path in write_outputs(parser.parse_args(argv).directory):
+        console.print(str(path))
+    return 0
+
+
+def compare_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench compare", description="Per-point ratios B/A.")
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    args = parser.parse_args(argv)
+    rows = compare(summarize(load(args.a).records), summarize(load(args.b).records))
+    if not rows:
+        raise BenchError("the two runs share no (workload, server, connections) point")
+    table = Table(title=f"medians of A = {args.a} and B = {args.b}")
+    for heading in ("workload", "server", "conn."):
+        table.add_column(heading)
+    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in METRICS.values())):
+        table.add_column(heading, justify="right")
+    for row in rows:
+        throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
+                      for side in (row.a, row.b)]
+        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
+        table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
+    # Pipes get rich's default 80 columns, too few for this table.
+    Console(width=None if console.is_terminal else 160).print(table)
+    return 0
+
+
+COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = COMMANDS.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else sweep_command(argv)
+    except TopologyError as error:
+        print(f"bench: error: {error}; {TOPOLOGY_FIX}", file=sys.stderr)
+        return 2
+    except (BenchError, NamespaceError) as error:  # NamespaceError names the fix itself
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,157 @@
+"""What a sweep measures, as data: workloads, size presets, and the points of a run."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
+
+# A point is client-bound when wrk used at least this share of its CPU while
+# the server used less than this share of its own: the load generator, not the
+# server, set the throughput.
+SATURATED_CPU_SHARE = 0.9
+# Other processes on the machine used at least this many CPUs' worth during a
+# run: the point was disturbed (the shared 2-core hosts see this often).
+DISTURBED_CPU_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    pipeline: int = 1  # requests written per send
+    close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
+    idle: int = 0  # idle keep-alive connections held open beside wrk's active ones (C10K)
+    connections: tuple[int, ...] | None = None  # a fixed active set, instead of the sweep's counts
+
+    @property
+    def body_size(self) -> int | None:
+        """Exact response length for /bytes/N, else None."""
+        prefix = "/bytes/"
+        return int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+
+
+IDLE_ACTIVE_CONNECTIONS = (32,)  # the small busy set wrk drives while the idle ones wait
+IDLE_COUNTS = (0, 1000, 5000, 10000)
+
+
+def idle_workload(count: int) -> Workload:
+    return Workload(f"idle-{count}", "/", idle=count, connections=IDLE_ACTIVE_CONNECTIONS)
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (
+    Workload("plaintext", "/"),
+    Workload("pipeline-16", "/", pipeline=16),
+    Workload("pipeline-64", "/", pipeline=64),
+    Workload("bytes-64k", "/bytes/65536"),
+    Workload("bytes-1m", "/bytes/1048576"),
+    Workload("sleep-5", "/sleep/5"),
+    Workload("cpu-200", "/cpu/200"),
+    Workload("churn", "/", close=True),
+    *(idle_workload(k) for k in IDLE_COUNTS),
+)}
+
+
+def workload(name: str) -> Workload | None:
+    """A named workload; `idle-K` for any K (tests and small hosts choose their own K)."""
+    if name in WORKLOADS:
+        return WORKLOADS[name]
+    prefix, _, count = name.partition("-")
+    return idle_workload(int(count)) if prefix == "idle" and count.isdigit() else None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Workloads that together show one difference between the models."""
+
+    name: str
+    question: str
+    workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
+    axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
+
+    def includes(self, workload_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
+
+    def default_workloads(self) -> list[str]:
+        return [name for name in WORKLOADS if self.includes(name)]
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("idle-connections", "How does each model cope with many idle connections beside a small active set?",
+               ("idle-*",), axis="idle"),
+    Experiment("pipelining", "How much does each model gain when requests arrive several per read?",
+               ("plaintext", "pipeline-16", "pipeline-64"), axis="pipeline"),
+    Experiment("blocking-handler", "Which models keep serving while a handler blocks (a slow backend)?",
+               ("sleep-5",)),
+    Experiment("cpu-handler", "What does a CPU-bound handler cost each model, and who can use more than one "
+               "core (processes can; the GIL keeps threads to one)? Give the server several: --cpus 0-1,1",
+               ("cpu-200",)),
+    Experiment("large-responses", "How do the models stream large bodies with partial writes?",
+               ("bytes-64k", "bytes-1m")),
+    Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
+)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep's size (`--profile smoke|quick|full` on the command line)."""
+
+    servers: tuple[str, ...] | None  # None: every kind `python3 -m servers --list` names
+    workloads: tuple[str, ...]
+    connections: tuple[int, ...]
+    duration_s: int  # wrk takes whole seconds
+    warmup_s: int
+    repeat: int
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    "quick": Preset(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
+    # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
+    "full": Preset(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
+}
+DEFAULT_PRESET = "quick"
+
+
+def cpu_list(cpus: Sequence[int]) -> str:
+    """taskset's and Docker's spelling of a CPU set: 0,1."""
+    return ",".join(map(str, cpus))
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a run needs, resolved from a preset and the command line."""
+
+    preset: str
+    servers: tuple[str, ...]  # the reference server included
+    workloads: tuple[Workload, ...]
+    connections: tuple[int, ...]
+    duration_s: int
+    warmup_s: int
+    repeat: int
+    runner: str = "process"
+    server_cpus: tuple[int, ...] = (0,)  # one CPU by default: the fair comparison; more let processes scale
+    client_cpu: int = 1
+    wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
+    wrk_timeout_s: int = 2
+    ready_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Point:
+    server: str
+    workload: Workload
+    connections: int
+    repeat: int
+
+
+def plan(config: SweepConfig) -> list[Point]:
+    """Points in run order: one server at a time, so it can be reused across its points."""
+    return [
+        Point(server, workload, connections, repeat)
+        for workload in config.workloads
+        for server in config.servers
+        for connections in workload.connections or config.connections
+        for repeat in range(1, config.repeat + 1)
+    ]

@@ -1,0 +1,48 @@
+"""nginx (the Debian package) as the C reference server: one worker, the same routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.config import WORKLOADS
+
+CONFIG = """\
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{
+    worker_connections {connections};
+}}
+http {{
+    access_log off;
+    server {{
+        listen [{host}]:{port};
+        location = / {{
+            default_type text/plain;
+            return 200 "Hello, World!";
+        }}
+        location /bytes/ {{
+            types {{ }}
+            default_type application/octet-stream;
+            root {directory}/www;
+        }}
+    }}
+}}
+"""
+
+
+def prepare(directory: Path, host: str, port: int, nofile: int) -> list[str]:
+    """Write the config and the /bytes/N files into `directory`; return nginx's command line."""
+    directory.chmod(0o755)  # the worker runs as nobody and must read www/
+    bytes_dir = directory / "www" / "bytes"
+    bytes_dir.mkdir(parents=True)
+    for size in {w.body_size for w in WORKLOADS.values() if w.body_size is not None}:
+        (bytes_dir / str(size)).write_bytes(b"x" * size)
+    config = directory / "nginx.conf"
+    # Leave some descriptors for the listening socket, logs and files.
+    config.write_text(CONFIG.format(directory=directory, host=host, port=port,
+                                    nofile=nofile, connections=max(nofile - 100, 1024)))
+    return ["nginx", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config)]

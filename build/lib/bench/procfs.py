@@ -1,0 +1,84 @@
+"""What /proc says about processes and the machine: the one place that parses its fields.
+
+proc(5): /proc/PID/stat is `pid (comm) state ppid pgrp session ...`; comm may hold
+spaces and parentheses, so the fields are split after its last ')'.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that bench uses; CPU times in clock ticks."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    utime: int
+    stime: int
+    cutime: int  # children already exited and reaped
+    cstime: int
+    start_ticks: int  # since boot: with the pid, it names one process
+
+
+def stat(pid: int) -> ProcStat:
+    """Raises FileNotFoundError (or ProcessLookupError) once the process is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 of proc(5), the state.
+    return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[11]),
+                    int(fields[12]), int(fields[13]), int(fields[14]), int(fields[19]))
+
+
+def stat_or_none(pid: int) -> ProcStat | None:
+    try:
+        return stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def process_tree(root: int) -> list[ProcStat]:
+    """`root` and all its descendants, found by their parent links."""
+    stats = {s.pid: s for s in map(stat_or_none, (int(e) for e in os.listdir("/proc") if e.isdigit())) if s}
+    children: dict[int, list[int]] = {}
+    for found in stats.values():
+        children.setdefault(found.ppid, []).append(found.pid)
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        if pid in stats:
+            tree.append(stats[pid])
+            pending.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_s(tree: list[ProcStat]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the processes, with their reaped children's."""
+    return (sum(s.utime + s.cutime for s in tree) / CLOCK_TICKS,
+            sum(s.stime + s.cstime for s in tree) / CLOCK_TICKS)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the process's peak resident set; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def host_busy_s() -> float:
+    """CPU seconds all CPUs of the machine have spent not idle (first line of /proc/stat)."""
+    with open("/proc/stat") as handle:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, handle.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS

@@ -1,0 +1,198 @@
+"""A run's results: one flat record per point and repeat, kept as results.json and results.csv.
+
+Both files are replaced atomically after every point, so an interrupted run
+leaves valid files holding the points done.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import jsonschema
+
+from bench.config import DISTURBED_CPU_SHARE
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 3  # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile
+SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+JSON_NAME = "results.json"
+CSV_NAME = "results.csv"
+FLAMEGRAPH_DIR = "flamegraphs"  # SVGs and the folded stacks they were drawn from
+
+
+@dataclass
+class Record:
+    """One measured (or failed) point: every metric, flat, None when not measured."""
+
+    server: str
+    workload: str
+    connections: int
+    repeat: int
+    status: str  # "ok" | "failed" | "unsupported" (the model cannot run this point, by design)
+    failure: str | None = None
+    started_at: str | None = None
+    # wrk
+    requests: int | None = None
+    duration_s: float | None = None
+    requests_per_s: float | None = None
+    bytes: int | None = None
+    errors_connect: int | None = None
+    errors_read: int | None = None
+    errors_write: int | None = None
+    errors_status: int | None = None
+    errors_timeout: int | None = None
+    latency_mean_us: float | None = None
+    latency_stdev_us: float | None = None
+    latency_max_us: float | None = None
+    latency_p50_us: float | None = None
+    latency_p75_us: float | None = None
+    latency_p90_us: float | None = None
+    latency_p99_us: float | None = None
+    latency_p99_9_us: float | None = None
+    # the server, over all its processes
+    server_cpu_user_s: float | None = None
+    server_cpu_sys_s: float | None = None
+    server_cpu_share: float | None = None  # of its pinned CPUs (1.0: all of them busy)
+    cpu_us_per_request: float | None = None
+    cpu_user_us_per_request: float | None = None
+    cpu_sys_us_per_request: float | None = None
+    server_peak_rss_kib: int | None = None  # since the server started
+    server_processes: int | None = None
+    # the load generator
+    client_cpu_s: float | None = None
+    client_cpu_share: float | None = None
+    client_bound: bool | None = None
+    other_cpu_share: float | None = None  # CPUs' worth used by other processes during the run
+    # swissknife0, the server end of the veth pair (tx: server -> client)
+    veth_rx_bytes: int | None = None
+    veth_tx_bytes: int | None = None
+    veth_rx_packets: int | None = None
+    veth_tx_packets: int | None = None
+    veth_tx_per_wrk_byte: float | None = None  # >= 1: every byte wrk read crossed the veth
+    veth_consistent: bool | None = None
+    # idle connections held beside wrk's (idle-connection workloads)
+    idle_held: int | None = None  # open on the holders' side
+    idle_on_server: int | None = None  # established at the server's port as the server namespace counts them
+
+    @property
+    def wrk_errors(self) -> int:
+        """All of wrk's error counters together (connect, read, write, status, timeout)."""
+        return sum(getattr(self, f.name) or 0 for f in fields(self) if f.name.startswith("errors_"))
+
+    @property
+    def disturbed(self) -> bool:
+        return (self.other_cpu_share or 0) >= DISTURBED_CPU_SHARE
+
+
+@dataclass
+class ServerProfile:
+    """One extra wrk run per (server, workload) with perf on the server; not one of the measured records."""
+
+    server: str
+    workload: str
+    connections: int
+    status: str  # "ok" | "unavailable" | "failed" (bench.profiling.ProfileResult)
+    message: str  # empty when ok: what to change, or what broke
+    python_method: str  # "perf_jit" | "perf" | "none": how Python functions reached perf
+    notes: list[str] = field(default_factory=list)  # what a reader of the graph must know (missing frames)
+    svg: str | None = None  # relative to the run directory
+    folded: str | None = None
+    requests_per_s: float | None = None  # of the profiled run, perf attached
+    syscalls_per_request: float | None = None
+    syscalls_message: str = ""  # why syscalls_per_request is None
+
+
+@dataclass
+class Profiling:
+    """The run's flame graph settings and results (sweep --flamegraphs, bench profile)."""
+
+    duration_s: float  # perf record's sampling time per server
+    syscall_window_s: float  # perf stat's counting time, before the sampling
+    diff_pairs: list[list[str]]  # [before, after] servers drawn as differential flame graphs
+    problem: str | None = None  # why perf could not run here: no profiles were taken
+    profiles: list[ServerProfile] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, document: dict) -> Profiling:
+        return cls(**document | {"profiles": [ServerProfile(**p) for p in document["profiles"]]})
+
+
+@dataclass
+class Run:
+    name: str
+    status: str  # "running" | "complete" | "interrupted"
+    started_at: str
+    environment: dict
+    config: dict
+    finished_at: str | None = None
+    records: list[Record] = field(default_factory=list)
+    profiling: Profiling | None = None  # None: no flame graphs asked for
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, document: dict) -> Run:
+        profiling = document.get("profiling")  # absent from runs made before profiling existed
+        return cls(**document | {"records": [Record(**r) for r in document["records"]],
+                                 "profiling": profiling and Profiling.from_json(profiling)})
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def csv_text(records: list[Record]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Record)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in records)
+    return out.getvalue()
+
+
+def save(directory: Path, run: Run) -> None:
+    write_atomic(directory / JSON_NAME, json.dumps(asdict(run), indent=1) + "\n")
+    write_atomic(directory / CSV_NAME, csv_text(run.records))
+
+
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def upgraded(document: dict) -> dict:
+    """A results.json of an older schema in the current one (older runs stay readable, plottable, comparable)."""
+    config = dict(document.get("config", {}))
+    version = document.get("schema_version")
+    if version == 1 and "server_cpu" in config:
+        config["server_cpus"] = [config.pop("server_cpu")]
+        version = 2
+    if version == 2 and "profile" in config:
+        config["preset"] = config.pop("profile")
+        version = 3
+    return {**document, "schema_version": version, "config": config}
+
+
+def load(directory: Path) -> Run:
+    """Read and validate a run's results.json."""
+    path = directory / JSON_NAME
+    try:
+        document = upgraded(json.loads(path.read_text()))
+        jsonschema.validate(document, schema())
+    except (OSError, json.JSONDecodeError) as error:
+        raise BenchError(f"cannot read {path}: {error}") from None
+    except jsonschema.ValidationError as error:
+        raise BenchError(f"{path} does not match {SCHEMA_PATH.name}: {error.message}") from None
+    return Run.from_json(document)

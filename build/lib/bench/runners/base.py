@@ -1,0 +1,99 @@
+"""The Runner protocol: the one thing that differs between host and containers.
+
+Everything else in bench (verification, sampling, results, plots) talks to a
+`Runner` and never knows which one ran. A runner owns every process it starts
+and `stop()` must leave none behind.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bench import nginx
+from bench.config import REFERENCE_SERVER
+from bench.profiling import ProfileResult, PythonSupport, SyscallCount
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STOP_GRACE_S = 5.0
+LOG_TAIL_CHARS = 500
+NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
+
+
+@dataclass(frozen=True)
+class ServerUsage:
+    """Cumulative figures over all the server's processes (workers, nginx master + worker)."""
+
+    cpu_user_s: float
+    cpu_sys_s: float
+    peak_rss_kib: int  # sum of each process's peak resident set
+    processes: int
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    stdout: str
+    stderr: str
+    returncode: int
+    cpu_s: float  # wrk's own user + sys CPU time
+
+
+class Runner(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise BenchError naming whatever this runner needs and lacks."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the tools as this runner runs them (wrk, nginx, ...)."""
+
+    def image(self) -> dict | None:
+        """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
+
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+        """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;
+        `profiled`: with the interpreter options that show Python functions to perf."""
+
+    def server_exit_code(self) -> int | None:
+        """None while the server runs, else how it ended."""
+
+    def server_log(self) -> str:
+        """The tail of the server's output, for failure reasons."""
+
+    def server_usage(self) -> ServerUsage:
+        """CPU and memory of the running server, summed over its processes."""
+
+    def stop_server(self) -> None:
+        """Stop the server and everything it started; no-op when none runs."""
+
+    def perf_problem(self) -> str | None:
+        """None when perf can profile the servers as this runner runs them; else one line saying what to change."""
+
+    def count_syscalls(self, duration_s: float) -> SyscallCount:
+        """The syscalls the running server's processes make in the next `duration_s` seconds."""
+
+    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
+        """Sample the running server (started profiled) for `duration_s`: out_dir/name.svg and name.folded."""
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+        """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
+
+    def stop(self) -> None:
+        """Kill everything this runner started (interrupts, errors)."""
+
+
+def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
+                   python_args: Sequence[str] = ()) -> list[str]:
+    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers."""
+    if kind == REFERENCE_SERVER:
+        # nginx's descriptors: the open-file limit its process inherits (bench's own, or the container's).
+        return nginx.prepare(scratch, host, port, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+
+
+def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:
+    """How server `kind` shows Python functions to perf, given its interpreter's support."""
+    return NOT_PYTHON if kind == REFERENCE_SERVER else python

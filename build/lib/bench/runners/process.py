@@ -1,0 +1,196 @@
+"""The process runner: servers and wrk as plain processes entered into the namespaces."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+from bench import procfs
+from bench.config import cpu_list
+from bench.errors import BenchError, PointFailed
+from bench.profiling import (
+    ProfileResult,
+    PythonSupport,
+    SyscallCount,
+    count_syscalls,
+    perf_problem,
+    profile_server,
+    python_perf_args,
+    remove_interpreter_files,
+)
+from bench.runners.base import (
+    LOG_TAIL_CHARS,
+    REPO_ROOT,
+    STOP_GRACE_S,
+    ServerUsage,
+    WrkRun,
+    profiled_support,
+    server_command,
+)
+from netns import ns
+from netns.config import Topology
+
+PERF_ENV = "SWISSKNIFE_PERF"  # the perf binary the process runner uses (default: perf on PATH)
+# tool -> Debian package that provides it
+PROCESS_TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
+
+
+class ProcessRunner:
+    """Servers and wrk as plain processes entered into the namespaces, each in its own process group."""
+
+    name = "process"
+
+    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int,
+                 python: str = sys.executable) -> None:
+        self.topo = topo
+        self.server_cpus = server_cpus
+        self.client_cpu = client_cpu
+        self.python = python  # the interpreter of the Python servers (bench --server-python)
+        self.perf = os.environ.get(PERF_ENV, "perf")
+        self._server: subprocess.Popen | None = None
+        self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
+        self._scratch: Path | None = None  # the server's log and nginx's files
+        self._wrk: subprocess.Popen | None = None
+
+    def check(self) -> None:
+        for tool, package in PROCESS_TOOLS.items():
+            if shutil.which(tool) is None:
+                raise BenchError(f"{tool} is not installed: apt-get install {package}")
+
+    def versions(self) -> dict[str, str]:
+        def version(args: list[str]) -> str:
+            done = subprocess.run(args, capture_output=True, text=True)
+            line = (done.stdout + done.stderr).strip().splitlines()[0]  # both print to stderr
+            return re.sub(r"^nginx version: | Copyright.*$", "", line)
+        return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"]),
+                "server_python": f"{version([self.python, '--version'])} ({self.python})"}
+
+    def image(self) -> dict | None:
+        return None
+
+    def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
+        return server_command(kind, host, port, scratch, self.python, self._support.args if self._support else ())
+
+    @cached_property
+    def _python_support(self) -> PythonSupport:
+        return python_perf_args(self.python)
+
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+        self.stop_server()
+        if profiled:
+            self._support = profiled_support(kind, self._python_support)
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-"))
+        command = self.server_command(kind, host, port, self._scratch)
+        with open(self._scratch / "server.log", "wb") as log:
+            self._server = ns.popen(
+                self.topo.server_ns, _pinned(self.server_cpus, command), cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def server_exit_code(self) -> int | None:
+        return None if self._server is None else self._server.poll()
+
+    def server_log(self) -> str:
+        if self._scratch is None:
+            return ""
+        return (self._scratch / "server.log").read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
+
+    def server_pids(self) -> list[int]:
+        """The server's processes (reuseport workers, nginx's master and worker); [] when none runs."""
+        return [] if self._server is None else [s.pid for s in procfs.process_tree(self._server.pid)]
+
+    def server_usage(self) -> ServerUsage:
+        if self._server is None or self._server.poll() is not None:
+            raise PointFailed("the server is not running")
+        tree = procfs.process_tree(self._server.pid)
+        user_s, sys_s = procfs.tree_cpu_s(tree)
+        return ServerUsage(user_s, sys_s, peak_rss_kib=sum(procfs.peak_rss_kib(s.pid) for s in tree),
+                           processes=len(tree))
+
+    def stop_server(self) -> None:
+        if self._server is not None:
+            pids = self.server_pids() if self._support else []
+            _stop_group(self._server, signal.SIGTERM)
+            self._server = None
+            remove_interpreter_files(pids)  # perf support's /tmp files, once their processes are gone
+        self._support = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def perf_problem(self) -> str | None:
+        return perf_problem(self.perf)
+
+    def count_syscalls(self, duration_s: float) -> SyscallCount:
+        return count_syscalls(self.server_pids(), duration_s, self.perf)
+
+    def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
+        if self._support is None:
+            raise BenchError("profile() needs a server started with profiled=True")
+        return profile_server(self.server_pids(), duration_s, out_dir, name, self._support, self.perf)
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+        # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            self._wrk = ns.popen(self.topo.client_ns, _pinned((self.client_cpu,), args),
+                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+            try:
+                returncode, cpu_s = _wait_with_cpu(self._wrk, timeout_s)
+            finally:
+                _stop_group(self._wrk, signal.SIGKILL)
+                self._wrk = None
+            out.seek(0)
+            err.seek(0)
+            return WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                          returncode, cpu_s)
+
+    def stop(self) -> None:
+        if self._wrk is not None:
+            _stop_group(self._wrk, signal.SIGKILL)
+            self._wrk = None
+        self.stop_server()
+
+
+def _pinned(cpus: Sequence[int], command: Sequence[str]) -> list[str]:
+    # taskset execs the command, so the pid we hold is the server's (or wrk's) own.
+    return ["taskset", "--cpu-list", cpu_list(cpus), *command]
+
+
+def _wait_with_cpu(process: subprocess.Popen, timeout_s: float) -> tuple[int, float]:
+    """Reap `process` with wait4 to learn its CPU time; PointFailed past the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it is reaped
+            return process.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed")
+        time.sleep(0.05)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Signal the process group, wait for the leader, then SIGKILL whatever is left of the group."""
+    _signal_group(process.pid, sig)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+    _signal_group(process.pid, signal.SIGKILL)

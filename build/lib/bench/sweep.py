@@ -1,0 +1,308 @@
+"""The sweep: every point of the plan, through a runner, into records.
+
+A server is started fresh for each (server, workload), verified, and reused
+across that pair's connection counts and repeats; it is warmed up once per
+connection count (the warm-up is not recorded). If it dies, the point it died
+in fails and the next point starts it again (and verifies it again).
+
+With flame graphs asked for, each (server, workload) then gets one extra run
+that is not a record: the server is restarted with perf support (which costs
+the interpreter a little), and perf counts its syscalls, then samples it,
+while wrk drives it at the largest connection count.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+
+from bench import procfs, verify, wrk
+from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
+from bench.errors import BenchError, PointFailed
+from bench.holder import IdleConnections, established_at
+from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
+from bench.runners import Runner, ServerUsage, WrkRun
+from netns import ns
+from netns.config import Topology
+from netns.topology import counters
+from servers.select_server import FD_SETSIZE
+
+WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
+IDLE_SETTLE_S = 10.0
+SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server holds besides connections
+PROFILE_LEAD_S = 0.5  # wrk's connection set-up, before perf starts counting
+PROFILE_TAIL_S = 1.0  # wrk outlasts perf, so perf never samples a server winding down
+SYSCALL_WINDOW_S = 1.5
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """Flame graphs in the sweep: what to sample, where to write, whom to tell."""
+
+    run_dir: Path  # graphs go to its flamegraphs/
+    duration_s: float  # perf record's sampling time
+    syscall_window_s: float  # perf stat's counting time, before the sampling
+    on_profile: Callable[[ServerProfile], None]
+
+
+def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Callable[[Record], None],
+              profiling: ProfilePlan | None = None) -> None:
+    """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
+    each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
+    try:
+        for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
+            points = list(points)
+            run_group(runner, topo, config, points, on_record)
+            profiled = max(points, key=lambda p: p.connections)
+            if profiling is not None and unsupported(profiled) is None:
+                profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
+    finally:
+        runner.stop()
+
+
+def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
+              on_record: Callable[[Record], None]) -> None:
+    """The points of one (server, workload), with one server started for them (again if it dies)."""
+    session: ServerSession | None = None
+    broken: str | None = None  # why the server cannot be benchmarked: its later points fail without a retry
+    warmed: set[int] = set()
+    try:
+        for point in points:
+            if reason := unsupported(point):
+                on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
+                                 status="unsupported", failure=reason, started_at=now()))
+                continue
+            try:
+                if broken is not None:
+                    raise PointFailed(broken)
+                if session is None or not session.alive:
+                    if session is not None:
+                        session.stop()
+                    session, warmed = ServerSession(runner, topo, config, point), set()
+                    try:
+                        session.start()
+                    except PointFailed as failure:
+                        broken = str(failure)
+                        raise
+                if point.connections not in warmed:
+                    run_wrk(runner, topo, config, point, session.port, config.warmup_s)
+                    warmed.add(point.connections)
+                record = measure(runner, topo, config, point, session.port)
+            except PointFailed as failure:
+                record = Record(point.server, point.workload.name, point.connections, point.repeat,
+                                status="failed", failure=str(failure), started_at=now())
+            if session is not None and session.idle is not None:
+                record.idle_held, record.idle_on_server = session.idle.held, session.idle.on_server
+            on_record(record)
+    finally:
+        if session is not None:
+            session.stop()
+
+
+def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                  profiling: ProfilePlan) -> ServerProfile:
+    """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
+    profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
+    try:
+        with ServerSession(runner, topo, config, point, profiled=True) as session:
+            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                load = pool.submit(run_wrk, runner, topo, config, point, session.port, load_s)
+                time.sleep(PROFILE_LEAD_S)
+                syscalls = runner.count_syscalls(profiling.syscall_window_s)
+                result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
+                                        f"{point.workload.name}-{point.server}")
+                report = wrk.parse(load.result().stdout)
+    except (PointFailed, ValueError) as failure:  # ValueError: wrk's report unreadable
+        profile.message = str(failure)
+        return profile
+    profile.status, profile.message, profile.python_method = result.status, result.message, result.python_method
+    profile.notes = result.notes
+    profile.svg, profile.folded = (path and path.relative_to(profiling.run_dir).as_posix()
+                                   for path in (result.svg, result.folded))
+    profile.requests_per_s = report.requests / (report.duration_us / 1e6)
+    profile.syscalls_per_request = syscalls.per_request(profile.requests_per_s)
+    profile.syscalls_message = syscalls.message
+    return profile
+
+
+def unsupported(point: Point) -> str | None:
+    """Why the point's model cannot serve it by design (reported as such, never run), else None."""
+    path = point.workload.path
+    if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
+        return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
+    descriptors = point.workload.idle + point.connections + SERVER_SPARE_FDS
+    if point.server == "select" and descriptors > FD_SETSIZE:
+        return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "
+                f"{point.workload.idle} idle + {point.connections} active connections need about {descriptors}")
+    return None
+
+
+@dataclass
+class Idle:
+    connections: IdleConnections
+    held: int
+    on_server: int
+
+
+class ServerSession:
+    """The point's server started, verified, and holding the workload's idle connections; stopped on exit.
+
+    `start()` raises PointFailed for anything that goes wrong on the way (the server not answering or
+    answering wrongly, a holder or `ss` failing), with the server stopped again: one point fails, the
+    sweep goes on. Only BenchError (the sweep cannot run at all) and interrupts pass through.
+    """
+
+    def __init__(self, runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                 profiled: bool = False) -> None:
+        self.runner, self.topo, self.config, self.point, self.profiled = runner, topo, config, point, profiled
+        self.port = 0
+        self.idle: Idle | None = None
+
+    def __enter__(self) -> ServerSession:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self.port = start_verified(self.runner, self.topo, self.config, self.point, self.profiled)
+            if self.point.workload.idle:
+                self.idle = hold_idle(self.topo, self.port, self.point.workload.idle)
+        except (PointFailed, BenchError):
+            self.stop()
+            raise
+        except Exception as error:
+            self.stop()
+            raise PointFailed(with_server_log(self.runner, f"server start failed: {error}")) from error
+
+    @property
+    def alive(self) -> bool:
+        return self.runner.server_exit_code() is None
+
+    def close_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.connections.close()
+            self.idle = None
+
+    def stop(self) -> None:
+        self.close_idle()
+        self.runner.stop_server()
+
+
+def hold_idle(topo: Topology, port: int, count: int) -> Idle:
+    """Open `count` idle connections from the client namespace and count them at the server's port."""
+    connections = IdleConnections(topo.client_ns, topo.server_addr, port, count)
+    try:
+        held = connections.open().held
+        # The server side lags by an accept loop: give it a bounded moment to see them all.
+        deadline = time.monotonic() + IDLE_SETTLE_S
+        while (on_server := established_at(topo.server_ns, port)) < held and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except BaseException:
+        connections.close()
+        raise
+    return Idle(connections, held, on_server)
+
+
+def free_port(topo: Topology) -> int:
+    """A port nothing listens on at the server address (a fresh one per start: no TIME_WAIT clashes)."""
+    with ns.inside(topo.server_ns), socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind((topo.server_addr, 0))
+        return probe.getsockname()[1]
+
+
+def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+                   profiled: bool = False) -> int:
+    """Start the point's server and check its answers; its port, or PointFailed saying why it is unusable."""
+    port = free_port(topo)
+    runner.start_server(point.server, topo.server_addr, port, profiled)
+    problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
+    if problem is None:
+        try:
+            if found := verify.problems(topo, port, point.workload):
+                problem = "verification failed: " + "; ".join(found)
+        except (OSError, http.client.HTTPException) as error:
+            problem = f"verification failed: {error!r}"
+    if problem is not None:
+        raise PointFailed(with_server_log(runner, problem))
+    return port
+
+
+def with_server_log(runner: Runner, reason: str) -> str:
+    log = " | ".join(runner.server_log().splitlines()[-3:])
+    return f"{reason} (server output: {log})" if log else reason
+
+
+def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int,
+            duration_s: int) -> WrkRun:
+    """One bounded wrk run that both sides survived, else PointFailed."""
+    args = wrk.command(wrk.url(topo.server_addr, port, point.workload.path), point.workload,
+                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s)
+    run = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
+    if (code := runner.server_exit_code()) is not None:
+        raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))
+    if run.returncode != 0:
+        raise PointFailed(f"wrk exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
+    return run
+
+
+def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
+    started_at = now()
+    server_before, veth_before, host_before = runner.server_usage(), counters(topo), procfs.host_busy_s()
+    run = run_wrk(runner, topo, config, point, port, config.duration_s)
+    host_after, veth_after, server_after = procfs.host_busy_s(), counters(topo), runner.server_usage()
+    try:
+        report = wrk.parse(run.stdout)
+    except ValueError as error:
+        raise PointFailed(str(error)) from None
+    if report.requests == 0:
+        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
+    veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
+    return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
+                     host_after - host_before, veth, len(config.server_cpus))
+
+
+def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
+              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int],
+              server_cpu_count: int) -> Record:
+    """Derive every metric of one measured run (pure)."""
+    duration_s = report.duration_us / 1e6
+    user_s = after.cpu_user_s - before.cpu_user_s
+    sys_s = after.cpu_sys_s - before.cpu_sys_s
+    server_share = (user_s + sys_s) / duration_s / server_cpu_count  # 1.0: every pinned CPU busy
+    client_share = client_cpu_s / duration_s
+    per_request_us = 1e6 / report.requests
+    latency = report.latency_us
+    return Record(
+        point.server, point.workload.name, point.connections, point.repeat, status="ok",
+        started_at=started_at,
+        requests=report.requests, duration_s=duration_s, requests_per_s=report.requests / duration_s,
+        bytes=report.bytes, **{f"errors_{kind}": count for kind, count in report.errors.items()},
+        **{f"latency_{name}_us": value for name, value in latency.items()},
+        server_cpu_user_s=user_s, server_cpu_sys_s=sys_s, server_cpu_share=server_share,
+        cpu_us_per_request=(user_s + sys_s) * per_request_us,
+        cpu_user_us_per_request=user_s * per_request_us, cpu_sys_us_per_request=sys_s * per_request_us,
+        server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
+        client_cpu_s=client_cpu_s, client_cpu_share=client_share,
+        client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
+        # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
+        other_cpu_share=max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s,
+        **{f"veth_{key}": value for key, value in veth.items()},
+        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
+        veth_consistent=veth["tx_bytes"] >= report.bytes > 0,
+    )

@@ -1,0 +1,80 @@
+"""python3 -m servers KIND --host ADDR -p PORT [--workers N] [--backlog N] [--uvloop] | --list"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import sys
+
+from servers.base import Settings, UsageError, raise_open_file_limit, run_until_shutdown
+from servers.kinds import KINDS
+
+BIND_ERRORS = {
+    errno.EADDRINUSE: "the port is already in use",
+    errno.EADDRNOTAVAIL: "the address is not on this host",
+    errno.EACCES: "permission denied",
+}
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python3 -m servers", description="Run one HTTP server model.")
+    parser.add_argument("kind", nargs="?", help="the I/O model; --list names them")
+    parser.add_argument("--list", action="store_true", help="print the kinds, one a line, and exit")
+    parser.add_argument("--host", default="127.0.0.1", help="numeric IPv4 or IPv6 address (default 127.0.0.1)")
+    parser.add_argument("-p", "--port", type=int, default=8080, help="TCP port (default 8080; 0: any free port)")
+    parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (default 4096)")
+    parser.add_argument("--workers", type=int, help="reuseport: processes (default: CPU count); "
+                        "epoll-pool: threads (default 10)")
+    parser.add_argument("--uvloop", action="store_true", help="asyncio: run on uvloop's event loop")
+    return parser.parse_args(argv)
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    if args.kind not in KINDS:
+        given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
+        return f"{given}; kinds: {', '.join(KINDS)}"
+    if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
+        return "--workers takes a positive count, for reuseport and epoll-pool only"
+    if args.uvloop and args.kind != "asyncio":
+        return "--uvloop applies to the asyncio kind only"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be 0..65535, not {args.port}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if args.list:
+        print("\n".join(KINDS))
+        return 0
+    if problem := usage_problem(args):
+        print(f"servers: {problem}", file=sys.stderr)
+        return 2
+    settings = Settings(args.host, args.port, args.backlog, args.workers, args.uvloop)
+    raise_open_file_limit()
+    try:
+        server = KINDS[args.kind].create(settings)
+    except UsageError as error:
+        print(f"servers: {error}", file=sys.stderr)
+        return 2
+    except socket.gaierror:
+        print(f"servers: --host must be a numeric IPv4 or IPv6 address, not {args.host!r}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        reason = BIND_ERRORS.get(error.errno, error.strerror)
+        print(f"servers: cannot listen on {args.host} port {args.port}: {reason}", file=sys.stderr)
+        return 1
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on {host}:{server.port} kind={args.kind} pid={os.getpid()}", flush=True)
+    run_until_shutdown(server)
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Pool threads may still sleep in a /sleep handler: exit now, not after them.
+    os._exit(status)

@@ -1,0 +1,91 @@
+"""asyncio: one asyncio.Protocol per connection on asyncio's event loop, or uvloop's with --uvloop."""
+
+import asyncio
+import importlib
+import importlib.util
+import socket
+
+from servers.base import Outbox, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
+from servers.http import HttpConnection
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, transports: set[asyncio.Transport]) -> None:
+        self.transports = transports
+        self.http = HttpConnection()
+        self.outbox = Outbox()
+        self.can_write = True  # the transport's buffer is below its high-water mark
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.transports.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transports.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        for response in self.http.feed(data):
+            self.outbox.add(response)
+        self._write()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._write()
+        return True  # keep the transport: _write closes it once the answers are out
+
+    def pause_writing(self) -> None:
+        self.can_write = False
+
+    def resume_writing(self) -> None:
+        self.can_write = True
+        self._write()
+
+    def _write(self) -> None:
+        # Hand chunks over only while the transport wants them, so a large body
+        # is never buffered whole; as in the other models, a client that does
+        # not read its answers is not read from.
+        while self.outbox and self.can_write:
+            self.transport.write(self.outbox.next_chunk())
+        if self.outbox:
+            self.transport.pause_reading()
+        elif self.eof or self.http.closing:
+            self.transport.close()
+        else:
+            self.transport.resume_reading()
+
+
+class AsyncioServer(Server):
+    def __init__(self, listener: socket.socket, settings: Settings) -> None:
+        super().__init__(listener, settings)
+        self.loop = importlib.import_module("uvloop").new_event_loop() if settings.uvloop else asyncio.new_event_loop()
+        self.transports: set[asyncio.Transport] = set()
+        self.server = self.loop.run_until_complete(
+            self.loop.create_server(lambda: HttpProtocol(self.transports), sock=listener, backlog=settings.backlog)
+        )
+
+    @classmethod
+    def create(cls, settings: Settings) -> Server:
+        if settings.uvloop and importlib.util.find_spec("uvloop") is None:
+            raise UsageError("--uvloop needs the uvloop package, which is not installed here")
+        return super().create(settings)
+
+    def serve(self) -> None:
+        # uvloop swallows exceptions raised inside its callbacks, Shutdown too
+        # (say, in a /sleep handler): stop the loop as well, and keep it quiet.
+        install_shutdown_handlers(also=self.loop.stop)
+        self.loop.set_exception_handler(self._report)
+        self.loop.run_forever()
+
+    @staticmethod
+    def _report(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if not isinstance(context.get("exception"), Shutdown):
+            loop.default_exception_handler(context)
+
+    def close(self) -> None:
+        for transport in list(self.transports):
+            transport.abort()
+        self.server.close()
+        self.loop.run_until_complete(asyncio.sleep(0))  # runs the aborts' callbacks, which close the sockets
+        self.loop.close()
+        self.listener.close()

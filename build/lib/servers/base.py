@@ -1,0 +1,355 @@
+"""What every server model shares: listener, signals, connection state, write buffering, the loop.
+
+A model module holds one small class; the only thing it adds is how it
+multiplexes connections (like the classes of CPython's Lib/selectors.py).
+"""
+
+from __future__ import annotations
+
+import resource
+import select
+import signal
+import socket
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from servers.http import BULK, BULK_CHUNK, HttpConnection, Response
+
+RECV_SIZE = 64 * 1024
+COALESCE_LIMIT = 16 * 1024  # smaller bodies are copied next to their head: one send, not two
+DRAIN_LIMIT = 1024 * 1024
+SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+# poll and epoll use the same bits; the select model maps its sets onto them.
+READ = select.POLLIN
+WRITE = select.POLLOUT
+READABLE = select.POLLIN | select.POLLERR | select.POLLHUP  # errors surface on the next recv
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str
+    port: int
+    backlog: int = 4096
+    workers: int | None = None
+    uvloop: bool = False
+
+
+class UsageError(Exception):
+    """A setting the chosen model cannot honour."""
+
+
+class Shutdown(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT; unwinds whatever it interrupts, exit status 0."""
+
+
+def install_shutdown_handlers(also: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT raise Shutdown in the main thread, after calling `also` (if given)."""
+
+    def shut_down(signum: int, frame: object) -> None:
+        for number in SHUTDOWN_SIGNALS:  # a repeated signal must not interrupt the cleanup
+            signal.signal(number, signal.SIG_IGN)
+        if also:
+            also()
+        raise Shutdown(0)
+
+    for number in SHUTDOWN_SIGNALS:
+        signal.signal(number, shut_down)
+
+
+def block_shutdown_signals() -> None:
+    """Called by helper threads so the kernel hands SIGTERM/SIGINT to the main thread, which owns shutdown."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+
+
+def raise_open_file_limit() -> int:
+    """Soft limit up to the hard one, so thousands of connections can be held; the soft limit in force after.
+
+    The one helper for it: bench, its idle-connection holders and the servers all call this.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:  # an unlimited hard limit is above the kernel's nr_open
+            warn_once("rlimit", f"open-file limit stays at {soft}: {error}")
+    return soft
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print(f"servers: {message}", file=sys.stderr, flush=True)
+
+
+def open_listener(settings: Settings, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket; the address family follows the numeric --host (IPv4 or IPv6)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+    )[0]
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(address)
+        listener.listen(settings.backlog)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+class Outbox:
+    """Answers waiting to be written, in order; bulk bodies stay slices of the shared BULK buffer."""
+
+    def __init__(self) -> None:
+        self._pieces: deque[bytes | memoryview | int] = deque()  # an int: that many bytes of BULK
+        self._unsent = memoryview(b"")  # the rest of a chunk a send took only part of
+
+    def __bool__(self) -> bool:
+        return bool(self._unsent) or bool(self._pieces)
+
+    def add(self, response: Response) -> None:
+        self._pieces.append(response.head)
+        if response.bulk > COALESCE_LIMIT:
+            self._pieces.append(response.bulk)
+        elif response.bulk:
+            self._pieces.append(BULK[: response.bulk])
+
+    def next_chunk(self) -> bytes | memoryview:
+        """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
+        pieces = self._pieces
+        if isinstance(pieces[0], int):
+            remaining = pieces.popleft()
+            if remaining > BULK_CHUNK:
+                pieces.appendleft(remaining - BULK_CHUNK)
+            return BULK[: min(remaining, BULK_CHUNK)]
+        small = [pieces.popleft()]
+        while pieces and not isinstance(pieces[0], int):
+            small.append(pieces.popleft())
+        return small[0] if len(small) == 1 else b"".join(small)
+
+    def send(self, sock: socket.socket) -> bool:
+        """Write until done or the socket would block (partial writes kept); True when all is written."""
+        while True:
+            if not self._unsent:
+                if not self._pieces:
+                    return True
+                self._unsent = memoryview(self.next_chunk())
+            try:
+                sent = sock.send(self._unsent)
+            except BlockingIOError:
+                return False
+            self._unsent = self._unsent[sent:]
+
+
+class Peer:
+    """One client connection: its socket, HTTP state and pending output. Blocking or non-blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.http = HttpConnection()
+        self.outbox = Outbox()
+        self.eof = False  # the client will send no more
+        self.broken = False  # reset or failed: drop at once
+        self.registered = READ  # the events an event loop watches for
+
+    @property
+    def finished(self) -> bool:
+        return self.broken or (not self.outbox and (self.eof or self.http.closing))
+
+    def interest(self) -> int:
+        """Write while output is pending, else read: a client that does not read its answers is not read from."""
+        return WRITE if self.outbox else READ
+
+    def receive(self) -> bool:
+        """Read once and queue the answers; False when nothing came (would block, end of stream, error)."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.broken = True
+            return False
+        if not data:
+            self.eof = True
+            return False
+        for response in self.http.feed(data):
+            self.outbox.add(response)
+        return True
+
+    def flush(self) -> bool:
+        """Write what is pending until the socket would block; True when nothing is left to write."""
+        try:
+            return self.outbox.send(self.sock)
+        except OSError:
+            self.broken = True
+            return True
+
+    def close(self) -> None:
+        if not (self.eof or self.broken):
+            self._discard_unread_input()
+        self.sock.close()
+
+    def _discard_unread_input(self) -> None:
+        # Unread input makes close() send a reset, which can destroy the answer
+        # still in flight (an error response, say): read what is there first.
+        drained = 0
+        try:
+            while drained < DRAIN_LIMIT and (data := self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)):
+                drained += len(data)
+        except OSError:
+            pass
+
+
+class Server(ABC):
+    """A listener and its connections; a model subclass supplies `serve`."""
+
+    blocking_sockets = False
+    takes_workers = False  # whether --workers means something to this model
+
+    def __init__(self, listener: socket.socket, settings: Settings) -> None:
+        self.listener = listener
+        self.settings = settings
+        self.peers: dict[int, Peer] = {}
+
+    @classmethod
+    def create(cls, settings: Settings) -> Server:
+        return cls(open_listener(settings), settings)
+
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
+    @abstractmethod
+    def serve(self) -> None:
+        """Accept and serve connections until shut down."""
+
+    def admit(self, sock: socket.socket) -> bool:
+        """Whether this model can take a newly accepted connection."""
+        return True
+
+    def accept(self) -> Peer | None:
+        """The next admitted connection, or None when none is waiting."""
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return None
+            except OSError as error:  # out of descriptors, or the client already gone
+                warn_once(f"accept {error.errno}", f"accept failed: {error.strerror} (reported once)")
+                return None
+            if self.admit(sock):
+                break
+            sock.close()
+        sock.setblocking(self.blocking_sockets)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = Peer(sock)
+        self.peers[peer.fd] = peer
+        return peer
+
+    def converse(self, peer: Peer) -> None:
+        """Serve one connection on a blocking socket until it ends."""
+        try:
+            while not peer.finished:
+                peer.receive()
+                peer.flush()
+        finally:
+            self.drop(peer)
+
+    def drop(self, peer: Peer) -> None:
+        self.peers.pop(peer.fd, None)
+        peer.close()
+
+    def close(self) -> None:
+        # Shutdown may have interrupted any step of the bookkeeping: just close the sockets.
+        for peer in list(self.peers.values()):
+            peer.sock.close()
+        self.listener.close()
+
+
+class EventLoopServer(Server):
+    """A level-triggered readiness loop; a subclass supplies the mechanism (register ... wait)."""
+
+    @abstractmethod
+    def register(self, fd: int, events: int) -> None:
+        """Start watching `fd` for `events` (READ/WRITE bits)."""
+
+    @abstractmethod
+    def modify(self, fd: int, events: int) -> None:
+        """Change the events watched on `fd`."""
+
+    @abstractmethod
+    def unregister(self, fd: int) -> None:
+        """Stop watching `fd`."""
+
+    @abstractmethod
+    def wait(self) -> Iterable[tuple[int, int]]:
+        """Block until some descriptors are ready; return (fd, events) pairs."""
+
+    def serve(self) -> None:
+        self.listener.setblocking(False)
+        listener_fd = self.listener.fileno()
+        self.register(listener_fd, READ)
+        while True:
+            for fd, events in self.wait():
+                if fd == listener_fd:
+                    while peer := self.accept():
+                        self.watch(peer)
+                elif peer := self.peers.get(fd):
+                    self.on_ready(peer, events)
+
+    def watch(self, peer: Peer) -> None:
+        self.register(peer.fd, READ)
+
+    def on_ready(self, peer: Peer, events: int) -> None:
+        if events & READABLE:
+            peer.receive()
+        peer.flush()
+        if peer.finished:
+            self.drop(peer)
+        else:
+            self.rearm(peer)
+
+    def rearm(self, peer: Peer) -> None:
+        if (interest := peer.interest()) != peer.registered:
+            self.modify(peer.fd, interest)
+            peer.registered = interest
+
+    def drop(self, peer: Peer) -> None:
+        self.unregister(peer.fd)
+        super().drop(peer)
+
+
+class ServerModel(Protocol):
+    """The shape of every model class, the one reuseport included."""
+
+    takes_workers: bool
+    port: int  # the bound port, which -p 0 leaves to the kernel
+
+    @classmethod
+    def create(cls, settings: Settings) -> ServerModel: ...
+
+    def serve(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def run_until_shutdown(server: ServerModel) -> None:
+    install_shutdown_handlers()
+    try:
+        server.serve()
+    except Shutdown:
+        pass
+    finally:
+        server.close()

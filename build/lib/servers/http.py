@@ -1,0 +1,288 @@
+"""The HTTP/1.1 core every server model shares: parsing, routes, responses, limits.
+
+A server model feeds the bytes it reads to one `HttpConnection` per client and
+writes the `Response`s it gets back, in order:
+
+    conn = HttpConnection()
+    for response in conn.feed(data):   # data: any slice of the byte stream
+        write response.head, then response.bulk bytes of BULK
+    close once everything is written if conn.closing
+
+Requests may arrive a byte at a time or many per read (pipelining); answers
+come out in request order. HTTP/1.1 keeps the connection alive unless
+`Connection: close`; HTTP/1.0 keeps it only with `Connection: keep-alive`.
+Request bodies with Content-Length are read and discarded. Chunked request
+bodies are refused with 411 Length Required: no route takes a body. Every
+answer with a status of 400 or more closes the connection after it is sent.
+
+Handlers run in the thread that calls `feed`: `/sleep` and `/cpu` block it,
+which is the point, since that is what each I/O model does with a slow handler.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_FIELDS = 100
+MAX_BYTES = 100 * 1024 * 1024
+MAX_SLEEP_MS = 60_000
+MAX_CPU_US = 10_000_000
+
+# /bytes/N bodies are slices of this one buffer, never a fresh N-byte object.
+BULK_CHUNK = 256 * 1024
+BULK = memoryview(b"x" * BULK_CHUNK)
+
+SUPPORTED_METHODS = frozenset({b"GET", b"HEAD", b"POST"})
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+VERSION = re.compile(rb"HTTP/[0-9](\.[0-9])?")
+REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    411: b"Length Required",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
+}
+KEEP_ALIVE_1_1 = b""
+KEEP_ALIVE_1_0 = b"Connection: keep-alive\r\n"
+CLOSE = b"Connection: close\r\n"
+
+
+@dataclass(slots=True)
+class Request:
+    method: bytes
+    path: bytes  # the target without its query
+    keep_alive: bool
+    connection_header: bytes  # the Connection line the answer must carry
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Reply:
+    """What a handler answers; the core turns it into wire bytes."""
+
+    status: int
+    body: bytes = b""
+    bulk: int = 0  # bytes of BULK that follow the body
+    prebuilt: bool = False  # constant: render once per Date second, not per request
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Wire bytes of one answer: `head` (status, headers, small body), then `bulk` bytes of BULK."""
+
+    head: bytes
+    bulk: int = 0
+    close_after: bool = False
+
+
+class HttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+HELLO = Reply(200, b"Hello, World!", prebuilt=True)
+NOT_FOUND = Reply(404, b"Not Found\n", prebuilt=True)
+ERRORS = {status: Reply(status, reason + b"\n", prebuilt=True) for status, reason in REASONS.items() if status >= 400}
+
+
+def render(reply: Reply, date: bytes, connection_header: bytes, head_only: bool) -> bytes:
+    head = (
+        b"HTTP/1.1 %d %s\r\nServer: swissknife\r\nDate: %s\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n"
+        % (reply.status, REASONS[reply.status], date, len(reply.body) + reply.bulk, connection_header)
+    )
+    return head if head_only else head + reply.body
+
+
+class DateCache:
+    """The Date header, formatted at most once a second, with the prebuilt replies rendered for it.
+
+    Shared by threads: a second's state is one tuple, swapped whole.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[int, bytes, dict] = (-1, b"", {})
+
+    def _current(self) -> tuple[int, bytes, dict]:
+        second = int(time.time())
+        state = self._state
+        if state[0] != second:
+            date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode()
+            state = self._state = (second, date, {})
+        return state
+
+    def render(self, reply: Reply, connection_header: bytes, head_only: bool) -> bytes:
+        _, date, prebuilt = self._current()
+        if not reply.prebuilt:
+            return render(reply, date, connection_header, head_only)
+        key = (reply, connection_header, head_only)
+        wire = prebuilt.get(key)
+        if wire is None:
+            wire = prebuilt[key] = render(reply, date, connection_header, head_only)
+        return wire
+
+
+DATES = DateCache()
+
+
+def send_bytes(count: int) -> Reply:
+    if count > MAX_BYTES:
+        return Reply(400, b"N is at most %d\n" % MAX_BYTES)
+    return Reply(200, bulk=count)
+
+
+def sleep(milliseconds: int) -> Reply:
+    if milliseconds > MAX_SLEEP_MS:
+        return Reply(400, b"MS is at most %d\n" % MAX_SLEEP_MS)
+    time.sleep(milliseconds / 1000)
+    return Reply(200, b"slept %d ms\n" % milliseconds)
+
+
+def burn_cpu(microseconds: int) -> Reply:
+    if microseconds > MAX_CPU_US:
+        return Reply(400, b"US is at most %d\n" % MAX_CPU_US)
+    # Spin on the cheap wall clock, then check this thread's CPU clock (a
+    # system call): time spent preempted must not count as burnt.
+    cpu_deadline = time.thread_time() + microseconds / 1_000_000
+    while (cpu_left := cpu_deadline - time.thread_time()) > 0:
+        wall_deadline = time.perf_counter() + cpu_left
+        while time.perf_counter() < wall_deadline:
+            pass
+    return Reply(200, b"burnt %d us\n" % microseconds)
+
+
+PARAMETER_ROUTES: dict[bytes, Callable[[int], Reply]] = {b"bytes": send_bytes, b"sleep": sleep, b"cpu": burn_cpu}
+
+
+def route(request: Request) -> Reply:
+    """The application: `/`, `/bytes/N`, `/sleep/MS`, `/cpu/US`, else 404."""
+    if request.path == b"/":
+        return HELLO
+    name, _, argument = request.path[1:].partition(b"/")
+    handler = PARAMETER_ROUTES.get(name)
+    if handler is None or not argument.isdigit():
+        return NOT_FOUND
+    return handler(int(argument))
+
+
+class HttpConnection:
+    """The HTTP state of one client connection, fed the bytes read from it."""
+
+    def __init__(self, app: Callable[[Request], Reply] = route) -> None:
+        self._app = app
+        self._buffer = bytearray()
+        self._scanned = 0  # buffer bytes already searched for the end of the head
+        self._waiting: Request | None = None  # parsed, its body still arriving
+        self._body_left = 0
+        self.closing = False  # an answer that closes the connection was produced
+
+    def feed(self, data: bytes) -> list[Response]:
+        """Take the next bytes of the stream; return the answers to the requests they complete."""
+        if self.closing:
+            return []
+        self._buffer += data
+        responses = []
+        try:
+            while not self.closing:
+                if self._waiting is None:
+                    self._waiting = self._parse_head()
+                    if self._waiting is None:
+                        break
+                if not self._skip_body():
+                    break
+                request, self._waiting = self._waiting, None
+                responses.append(self._answer(request))
+        except HttpError as error:
+            self.closing = True
+            responses.append(Response(DATES.render(ERRORS[error.status], CLOSE, False), close_after=True))
+        return responses
+
+    def _skip_body(self) -> bool:
+        """Discard body bytes; True once the whole body is consumed."""
+        taken = min(self._body_left, len(self._buffer))
+        del self._buffer[:taken]
+        self._body_left -= taken
+        return self._body_left == 0
+
+    def _parse_head(self) -> Request | None:
+        buffer = self._buffer
+        while buffer.startswith(b"\r\n"):  # empty lines before a request are allowed (RFC 9112 2.2)
+            del buffer[:2]
+        end = buffer.find(b"\r\n\r\n", self._scanned)
+        line_end = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
+        if line_end < 0 and (end >= 0 or len(buffer) > MAX_REQUEST_LINE):
+            raise HttpError(414)
+        header_bytes = (end if end >= 0 else len(buffer)) - line_end
+        if header_bytes > MAX_HEADER_BYTES:
+            raise HttpError(431)
+        if end < 0:
+            self._scanned = max(0, len(buffer) - 3)
+            return None
+        head = bytes(buffer[:end])
+        del buffer[: end + 4]
+        self._scanned = 0
+        return self._parse_fields(head.split(b"\r\n"))
+
+    def _parse_fields(self, lines: list[bytes]) -> Request:
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            raise HttpError(400)
+        method, target, version = parts
+        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+            raise HttpError(505 if VERSION.fullmatch(version) else 400)
+        if method not in SUPPORTED_METHODS:
+            raise HttpError(501 if TOKEN.fullmatch(method) else 400)
+        if not target.startswith(b"/"):
+            raise HttpError(400)
+        if len(lines) - 1 > MAX_HEADER_FIELDS:
+            raise HttpError(431)
+        keep_alive = version == b"HTTP/1.1"
+        content_length = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not TOKEN.fullmatch(name):
+                raise HttpError(400)
+            name = name.lower()
+            value = value.strip(b" \t")
+            if name == b"connection":
+                options = {option.strip().lower() for option in value.split(b",")}
+                if b"close" in options:
+                    keep_alive = False
+                elif b"keep-alive" in options:
+                    keep_alive = True
+            elif name == b"content-length":
+                if not value.isdigit() or content_length not in (None, int(value)):
+                    raise HttpError(400)
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                raise HttpError(411)
+        self._body_left = content_length or 0
+        if not keep_alive:
+            connection_header = CLOSE
+        else:
+            connection_header = KEEP_ALIVE_1_1 if version == b"HTTP/1.1" else KEEP_ALIVE_1_0
+        return Request(method, target.partition(b"?")[0], keep_alive, connection_header)
+
+    def _answer(self, request: Request) -> Response:
+        try:
+            reply = self._app(request)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            reply = ERRORS[500]
+        close = not request.keep_alive or reply.status >= 400
+        self.closing = close
+        connection_header = CLOSE if close else request.connection_header
+        head_only = request.method == b"HEAD"
+        head = DATES.render(reply, connection_header, head_only)
+        return Response(head, 0 if head_only else reply.bulk, close)
