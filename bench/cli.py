@@ -162,6 +162,7 @@ def point_line(record: Record) -> str:
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
                              (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
+                             (f"engine:{record.engine_cpu_share:.2f}cpu", (record.engine_cpu_share or 0) >= 0.01),
                              ("veth-mismatch", not record.veth_consistent)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
