@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -212,3 +213,24 @@ def test_cpu_per_request_agrees_with_the_process_runner(tmp_path):
     for server in ("epoll", "nginx"):
         ratio = medians["docker"][server] / medians["process"][server]
         assert 0.5 < ratio < 2, (server, medians)
+
+
+def test_a_bench_stopped_mid_sweep_leaves_no_container(tmp_path):
+    """SIGTERM (Ctrl-C, `docker compose stop`) while the server and the sweep's wrk container run."""
+    process = subprocess.Popen([sys.executable, "-m", "bench", "--runner", "docker", "--out", str(tmp_path),
+                                "--profile", "smoke", "--servers", "epoll", "--connections", "4", "32",
+                                "--duration", "2", "--repeat", "3"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not {c.labels[ROLE_LABEL] for c in ours()} >= {"server", "wrk"}:
+            assert time.monotonic() < deadline and process.poll() is None, "no server and wrk containers appeared"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert ours() == []
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
