@@ -79,7 +79,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_smoke_sweep_writes_every_output(smoke_run):
     plots = {p.name for p in (smoke_run / "plots").iterdir()}
-    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu")}
+    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu", "load")}
     assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
     report = (smoke_run / "report.md").read_text()
     assert "**plaintext**: " in report and "had the highest throughput" in report
