@@ -164,7 +164,8 @@ class IdleConnections:
                 self.namespace,
                 [sys.executable, "-m", "bench.holder", "--host", self.host, "--port", str(self.port),
                  "--count", str(chunk), "--timeout", str(OPEN_TIMEOUT_S)],
-                cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                cwd=REPO_ROOT, parent_death_signal=signal.SIGKILL,  # bench killed: its holders too
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
             ))
         total = HoldReport(requested=self.count)
         errors: Counter[str] = Counter()

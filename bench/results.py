@@ -19,7 +19,9 @@ import jsonschema
 from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3  # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile
+# 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile;
+# 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's)
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
@@ -68,7 +70,10 @@ class Record:
     client_cpu_s: float | None = None
     client_cpu_share: float | None = None
     client_bound: bool | None = None
-    other_cpu_share: float | None = None  # CPUs' worth used by other processes during the run
+    # CPUs' worth used while wrk ran by the container engine (dockerd, containerd, shims, runc; the
+    # docker runner's cost of running wrk as an exec) and by every other process besides server and wrk
+    engine_cpu_share: float | None = None
+    other_cpu_share: float | None = None  # the engine's excluded
     # swissknife0, the server end of the veth pair (tx: server -> client)
     veth_rx_bytes: int | None = None
     veth_tx_bytes: int | None = None
@@ -182,7 +187,11 @@ def upgraded(document: dict) -> dict:
     if version == 2 and "profile" in config:
         config["preset"] = config.pop("profile")
         version = 3
-    return {**document, "schema_version": version, "config": config}
+    records = document.get("records", [])
+    if version == 3:
+        records = [{**record, "engine_cpu_share": None} for record in records]
+        version = 4
+    return {**document, "schema_version": version, "config": config, "records": records}
 
 
 def load(directory: Path) -> Run:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, verify, wrk
+from bench import verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
@@ -263,9 +263,10 @@ def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
 
 def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
     started_at = now()
-    server_before, veth_before, host_before = runner.server_usage(), counters(topo), procfs.host_busy_s()
+    # The server's figures bracket the run; the machine's load is the runner's, sampled around wrk alone.
+    server_before, veth_before = runner.server_usage(), counters(topo)
     run = run_wrk(runner, topo, config, point, port, config.duration_s)
-    host_after, veth_after, server_after = procfs.host_busy_s(), counters(topo), runner.server_usage()
+    veth_after, server_after = counters(topo), runner.server_usage()
     try:
         report = wrk.parse(run.stdout)
     except ValueError as error:
@@ -273,14 +274,13 @@ def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
     if report.requests == 0:
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
     veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
-    return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
-                     host_after - host_before, veth, len(config.server_cpus))
+    return to_record(point, started_at, report, server_before, server_after, run, veth, len(config.server_cpus))
 
 
 def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int],
-              server_cpu_count: int) -> Record:
+              after: ServerUsage, run: WrkRun, veth: dict[str, int], server_cpu_count: int) -> Record:
     """Derive every metric of one measured run (pure)."""
+    client_cpu_s = run.cpu_s
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
@@ -300,8 +300,10 @@ def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: Serv
         server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
         client_cpu_s=client_cpu_s, client_cpu_share=client_share,
         client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
-        # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
-        other_cpu_share=max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s,
+        # The container engine's work while wrk ran (running wrk as an exec): the runner's own cost, apart.
+        engine_cpu_share=run.engine_cpu_s / duration_s,
+        # Whatever else ran on the machine meanwhile (other jobs, bench itself): noise in the figures.
+        other_cpu_share=max(run.host_busy_s - user_s - sys_s - client_cpu_s - run.engine_cpu_s, 0) / duration_s,
         **{f"veth_{key}": value for key, value in veth.items()},
         veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
         veth_consistent=veth["tx_bytes"] >= report.bytes > 0,

@@ -10,11 +10,12 @@
 #   BENCH_EXPERIMENTS  experiments, e.g. "idle-connections blocking-handler"
 #   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
+#   BENCH_RUNNER       docker (default) | process: servers and wrk as processes in this container
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
 
-args=(--runner docker --profile "${BENCH_PROFILE:-quick}")
+args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 # Unquoted on purpose: "epoll poll" (or "epoll,poll") is two arguments.
 # shellcheck disable=SC2206
 [ -z "${BENCH_SERVERS:-}" ] || args+=(--servers ${BENCH_SERVERS//,/ })

@@ -1,14 +1,20 @@
-"""The docker runner: each server and each wrk run in its own container, joined to a namespace.
+"""The docker runner: a container per (server, workload) and one long-lived wrk container per sweep.
 
 Containers come from one image (env SWISSKNIFE_IMAGE, default swissknife:latest)
 and are started, watched and removed through the Docker SDK for Python. Each
-runs in the host's network namespace with the host's /run/netns (rslave) and
-enters sk-server or sk-client with the image's docker/in-netns.sh (nsenter:
-CAP_SYS_ADMIN, the only capability added, and CAP_SYSLOG for perf's kernel
-symbols in the server's), pinned with a cpuset. CPU figures come from the
-container's cgroup, so they cover every process inside it. perf runs inside the
-server's container (python3 -m bench.profiling), where the interpreter's perf
-maps are, and the flame graphs are copied out of it.
+runs in the host's network namespace with the host's /run/netns (rslave),
+pinned with a cpuset, with no-new-privileges and pids and memory limits that a
+sweep never reaches. The image's docker/in-netns.sh enters sk-server or
+sk-client (nsenter: CAP_SYS_ADMIN) and drops SYS_ADMIN and SYSLOG before the
+server or wrk runs; perf, run as a `docker exec` beside the server
+(python3 -m bench.profiling, where the interpreter's perf maps are), gets the
+container's own set back: SYS_ADMIN, and SYSLOG for kernel symbols.
+
+Each wrk run is an exec in the sweep's wrk container, through
+docker/cgroup-cpu.sh: it reads the container's cgroup CPU counters just before
+and just after wrk, so wrk's CPU is a cgroup delta. The host's busy time and
+the engine's CPU (bench.procfs: dockerd, containerd, shims, runc) are sampled
+around the exec alone; the engine's share is reported apart from other load.
 
 Every container is labelled with its role, its run and the bench that owns it;
 at start, the containers of a bench that is gone (crashed, killed) are removed,
@@ -26,10 +32,8 @@ import json
 import os
 import re
 import resource
-import shutil
 import sys
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,14 +46,15 @@ from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 import docker
+from bench import procfs
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
-from bench.procfs import stat_or_none
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 from bench.runners.base import (
     LOG_TAIL_CHARS,
     REPO_ROOT,
     STOP_GRACE_S,
+    LoadWindow,
     ServerUsage,
     WrkRun,
     profiled_support,
@@ -65,12 +70,17 @@ ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of 
 RUN_LABEL = "swissknife.run"  # the runner that started it
 OWNER_LABEL = "swissknife.owner"  # the bench behind that runner: container:ID or process:PIDNS:PID:START
 COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
-# The scratch directory keeps its path inside the container, whose /tmp exists:
-# nginx's config names files by absolute path.
-SCRATCH_PARENT = "/tmp"
+SCRATCH = "/tmp/swissknife-server"  # nginx's files, written inside the server's container (bench.nginx)
 NS_PER_S = 1e9
-SERVER_CAPS = ["SYS_ADMIN", "SYSLOG"]  # nsenter and perf; perf's kernel symbols
+SERVER_CAPS = ["SYS_ADMIN", "SYSLOG"]  # nsenter and perf; perf's kernel symbols (the server itself runs without)
+WRK_CAPS = ["SYS_ADMIN"]  # nsenter (wrk itself runs without)
+# Far above what a sweep needs (the threaded server holds a thread per connection, 10,000+ with
+# idle-10000; its peak resident set was 240 MiB), low enough to stop a runaway before the host suffers.
+LIMITS = {"server": {"pids_limit": 32768, "mem_limit": "4g"}, "wrk": {"pids_limit": 256, "mem_limit": "1g"},
+          "probe": {"pids_limit": 256, "mem_limit": "1g"}}
+SECURITY_OPT = ["no-new-privileges"]
 PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
+CGROUP_CPU_LINE = "swissknife-cgroup-cpu "  # docker/cgroup-cpu.sh's last line on stderr
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ class ContainerCpu:
 
 
 class DockerRunner:
-    """Servers and wrk in containers of the swissknife image, one container per server start and per wrk run."""
+    """Servers and wrk in containers of the swissknife image: one per server start, one for every wrk run."""
 
     name = "docker"
 
@@ -96,6 +106,7 @@ class DockerRunner:
         except DockerException as error:
             raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") from None
         self._server: Container | None = None
+        self._wrk: Container | None = None  # created at the first wrk run, removed by stop()
         self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
 
     def check(self) -> None:
@@ -104,6 +115,10 @@ class DockerRunner:
         except ImageNotFound:
             raise BenchError(f"image {self.image_name} not found; build it: sudo docker/build.sh") from None
         self._remove_leftovers()
+        if not procfs.engine_cpu():
+            print(f"bench: warning: no container engine process (dockerd, containerd) in {procfs.host_proc()}: "
+                  f"its CPU will count as other load; in a container, mount the host's /proc and name it in "
+                  f"{procfs.HOST_PROC_ENV}", file=sys.stderr)
 
     def _remove_leftovers(self) -> None:
         """Remove the containers a crashed or killed bench left behind; a live bench's stay (and disturb us)."""
@@ -133,7 +148,8 @@ class DockerRunner:
     @cached_property
     def _baked_versions(self) -> dict:
         out = self._client.containers.run(self._image.id, ["cat", IMAGE_VERSIONS], remove=True,
-                                          labels=self._labels("probe"))
+                                          security_opt=SECURITY_OPT, labels=self._labels("probe"),
+                                          **LIMITS["probe"])
         return json.loads(out)
 
     def versions(self) -> dict[str, str]:
@@ -152,27 +168,26 @@ class DockerRunner:
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
-    def _create(self, role: str, namespace: str, cpus: Sequence[int], command: Sequence[str]) -> Container:
-        """A container running `command` inside `namespace`, pinned to `cpus`, not yet started."""
+    def _create(self, role: str, cpus: Sequence[int], command: Sequence[str], caps: list[str]) -> Container:
+        """A container of ours running `command`, pinned to `cpus`, not yet started."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
         return self._client.containers.create(
-            self._image.id, [f"{self._project}/docker/in-netns.sh", namespace, *command],
-            labels=self._labels(role), network_mode="host", cpuset_cpus=cpu_list(cpus),
-            cap_add=SERVER_CAPS if role == "server" else ["SYS_ADMIN"],
+            self._image.id, list(command), labels=self._labels(role), network_mode="host",
+            cpuset_cpus=cpu_list(cpus), cap_add=caps, security_opt=SECURITY_OPT, **LIMITS[role],
             mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
             ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
 
+    def _in_netns(self, namespace: str, command: Sequence[str]) -> list[str]:
+        return [f"{self._project}/docker/in-netns.sh", namespace, *command]
+
     def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
-        scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
-        try:
-            command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else ())
-            self._server = self._create("server", self.topo.server_ns, self.server_cpus, command)
-            self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
-        finally:
-            shutil.rmtree(scratch)
+        python_args = self._support.args if self._support else ()
+        command = server_command(kind, host, port, Path(SCRATCH), "python3", python_args)
+        self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
+                                    SERVER_CAPS)
         self._server.start()
 
     def server_exit_code(self) -> int | None:
@@ -214,7 +229,8 @@ class DockerRunner:
         command = ["python3", "-m", "bench.profiling", *args]
         if container is None:
             out = self._client.containers.run(self._image.id, command, remove=True, cap_add=SERVER_CAPS,
-                                              labels=self._labels("probe"))
+                                              security_opt=SECURITY_OPT, labels=self._labels("probe"),
+                                              **LIMITS["probe"])
         else:
             out = container.exec_run(command, demux=True).output[0]
         return json.loads(out)
@@ -248,29 +264,55 @@ class DockerRunner:
             archive.extractall(out_dir, filter="data")
         return out_dir / Path(path).name
 
+    def _wrk_container(self) -> Container:
+        """The sweep's wrk container: idle, pinned to the client CPU; every wrk run is an exec in it."""
+        if self._wrk is None:
+            self._wrk = self._create("wrk", (self.client_cpu,), ["sleep", "infinity"], WRK_CAPS)
+            self._wrk.start()
+        return self._wrk
+
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
-        # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.
-        container = self._create("wrk", self.topo.client_ns, (self.client_cpu,), ["sleep", "infinity"])
+        container = self._wrk_container()
         # wrk's script is the image's copy of the project's.
-        command = [f"{self._project}/docker/in-netns.sh", self.topo.client_ns,
-                   *(arg.replace(str(REPO_ROOT), self._project) for arg in args)]
+        command = self._in_netns(self.topo.client_ns, [f"{self._project}/docker/cgroup-cpu.sh",
+                                 *(arg.replace(str(REPO_ROOT), self._project) for arg in args)])
+        api = self._client.api
+        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
         pool = ThreadPoolExecutor(max_workers=1)
         try:
-            container.start()
-            result = pool.submit(container.exec_run, command, demux=True).result(timeout=timeout_s)
-            cpu = _cpu(container.stats(stream=False, one_shot=True))
+            with LoadWindow() as load:
+                output = pool.submit(api.exec_start, exec_id, demux=True).result(timeout=timeout_s)
+                # The exit code is known once the shim has reaped the exec: its CPU is in the shim's figures.
+                returncode = api.exec_inspect(exec_id)["ExitCode"]
         except TimeoutError:
+            self._remove_wrk()  # kills the hung wrk, which ends the exec's stream; the next run makes a new one
             raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed") from None
         finally:
-            _remove(container)  # kills a hung wrk too, which ends the exec's stream
             pool.shutdown()
-        stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
-        return WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)
+        stdout, stderr = (part.decode(errors="replace") if part else "" for part in output)
+        stderr, cpu_s = _cgroup_cpu(stderr)
+        # The shim reaps the exec, so the engine's figures hold wrk's CPU too: take it out.
+        return WrkRun(stdout, stderr, returncode, cpu_s, load.host_busy_s, max(load.engine_cpu_s - cpu_s, 0.0))
+
+    def _remove_wrk(self) -> None:
+        if self._wrk is not None:
+            _remove(self._wrk)
+            self._wrk = None
 
     def stop(self) -> None:
         self.stop_server()
+        self._remove_wrk()
         for container in self._client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
             _remove(container)
+
+
+def _cgroup_cpu(stderr: str) -> tuple[str, float]:
+    """wrk's stderr without docker/cgroup-cpu.sh's line, and the CPU seconds that line reports."""
+    head, found, tail = stderr.rpartition(CGROUP_CPU_LINE)
+    if not found:
+        raise PointFailed(f"no CPU figures from docker/cgroup-cpu.sh: {stderr.strip()[-300:]}")
+    user_ns, sys_ns = map(int, tail.split())
+    return head, (user_ns + sys_ns) / NS_PER_S
 
 
 def _remove(container: Container) -> None:
@@ -287,7 +329,7 @@ def _pid_namespace() -> str:
 
 def _start_ticks(pid: int) -> str | None:
     """When process `pid` started: with the pid, it names one process."""
-    found = stat_or_none(pid)
+    found = procfs.stat_or_none(pid)
     return None if found is None else str(found.start_ticks)
 
 
@@ -307,10 +349,3 @@ def _cpu(stats: dict) -> ContainerCpu:
     """User and system CPU of a container's cgroup so far (the API gives nanoseconds)."""
     usage = stats["cpu_stats"]["cpu_usage"]
     return ContainerCpu(usage["usage_in_usermode"] / NS_PER_S, usage["usage_in_kernelmode"] / NS_PER_S)
-
-
-def _tar(directory: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(directory, arcname=directory.name)
-    return buffer.getvalue()

@@ -37,3 +37,16 @@ def test_profile_is_still_accepted_as_the_older_spelling_of_preset():
     for option in ("--preset", "--profile"):
         config = resolve(parser.parse_args([option, "smoke"]), parser)
         assert config.preset == "smoke" and config.servers == ("epoll", "blocking", "nginx")
+
+
+def test_paths_are_shown_as_the_host_names_them(monkeypatch):
+    """In the compose bench container the results directory is the host's ./results (or BENCH_RESULTS)."""
+    from bench.cli import HOST_RESULTS_ENV, RESULTS_DIR, shown
+    run = RESULTS_DIR / "20260101-000000-quick" / "report.md"
+    monkeypatch.delenv(HOST_RESULTS_ENV, raising=False)
+    assert shown(run) == str(run)
+    monkeypatch.setenv(HOST_RESULTS_ENV, "./results")
+    assert shown(run) == "./results/20260101-000000-quick/report.md"
+    monkeypatch.setenv(HOST_RESULTS_ENV, "/srv/runs")
+    assert shown(run) == "/srv/runs/20260101-000000-quick/report.md"
+    assert shown(Path("/tmp/elsewhere")) == "/tmp/elsewhere"  # --out outside the results directory

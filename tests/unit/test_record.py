@@ -8,7 +8,7 @@ import pytest
 
 from bench import wrk
 from bench.config import WORKLOADS, SweepConfig, plan, workload
-from bench.runners.base import ServerUsage
+from bench.runners.base import ServerUsage, WrkRun
 from bench.sweep import to_record, unsupported
 
 REPORT = wrk.WrkReport(requests=20_000, duration_us=2_000_000, bytes=3_000_000,
@@ -19,9 +19,11 @@ BEFORE = ServerUsage(cpu_user_s=10.0, cpu_sys_s=5.0, peak_rss_kib=20_000, proces
 VETH = {"rx_bytes": 1_000_000, "tx_bytes": 3_500_000, "rx_packets": 20_000, "tx_packets": 20_000}
 
 
-def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH):
+def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH,
+           engine_cpu_s: float = 0.0):
     point = plan(SweepConfig("test", ("epoll",), (WORKLOADS["plaintext"],), (32,), 2, 1, 1))[0]
-    return to_record(point, "now", REPORT, BEFORE, after, client_cpu_s, host_busy_s, veth, server_cpus)
+    run = WrkRun("", "", 0, client_cpu_s, host_busy_s, engine_cpu_s)
+    return to_record(point, "now", REPORT, BEFORE, after, run, veth, server_cpus)
 
 
 def test_every_metric_is_derived_from_the_raw_figures():
@@ -47,6 +49,16 @@ def test_shares_are_per_pinned_cpu_and_other_load_marks_the_point_disturbed():
     r = record(ServerUsage(11.0, 6.0, 1, 2), client_cpu_s=1.0, host_busy_s=3.4, server_cpus=2)
     assert r.server_cpu_share == pytest.approx(0.5)
     assert r.other_cpu_share == pytest.approx(0.2) and r.disturbed
+
+
+def test_the_engine_s_cpu_is_its_own_figure_and_not_other_load():
+    """2.1 CPU-s busy: 1.0 server, 1.0 wrk, 0.3 the container engine running wrk's exec: not disturbed."""
+    r = record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.4, engine_cpu_s=0.3)
+    assert r.engine_cpu_share == pytest.approx(0.15) and r.other_cpu_share == pytest.approx(0.05)
+    assert not r.disturbed
+    # the same load without the engine's share: disturbed
+    assert record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.4).disturbed
+    assert record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.0).engine_cpu_share == 0
 
 
 def test_fewer_bytes_on_the_veth_than_wrk_read_is_inconsistent():
