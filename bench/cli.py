@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.analysis.compare import compare
+from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import METRICS
 from bench.analysis.report import write_outputs
 from bench.analysis.summary import summarize
@@ -271,11 +271,15 @@ def plot_command(argv: list[str]) -> int:
 
 
 def compare_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench compare", description="Per-point ratios B/A.")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench compare",
+        description="Per-point ratios B/A of the medians, then how far B reproduces A: overlapping CPU µs/request "
+                    "ranges, the servers' order, wall time, disturbed points.")
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
-    rows = compare(summarize(load(args.a).records), summarize(load(args.b).records))
+    run_a, run_b = load(args.a), load(args.b)
+    rows = compare(summarize(run_a.records), summarize(run_b.records))
     if not rows:
         raise BenchError("the two runs share no (workload, server, connections) point")
     table = Table(title=f"medians of A = {args.a} and B = {args.b}")
@@ -289,8 +293,42 @@ def compare_command(argv: list[str]) -> int:
         ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
         table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
     # Pipes get rich's default 80 columns, too few for this table.
-    Console(width=None if console.is_terminal else 160).print(table)
+    wide = Console(width=None if console.is_terminal else 160)
+    wide.print(table)
+    for line in agreement_lines(run_a, run_b):
+        wide.print(line, highlight=False, soft_wrap=True)
     return 0
+
+
+def agreement_lines(run_a: Run, run_b: Run) -> list[str]:
+    """Whether B reproduces A: CPU µs/request ranges, the models' order, wall time, disturbed points."""
+    found = agreement(summarize(run_a.records), summarize(run_b.records))
+    lines = []
+    if found.cells:
+        lines.append(f"CPU µs/request [min–max] ranges overlap in {found.overlapping} of {found.cells} cells "
+                     f"({found.overlapping / found.cells:.0%})")
+    if found.rankings:
+        same = sum(r.same for r in found.rankings)
+        lines.append(f"servers ranked by median CPU µs/request: the same order at {same} of "
+                     f"{len(found.rankings)} (workload, connections)")
+        lines += [f"  differs at {r.workload} {r.connections} conn.: A {' < '.join(r.a)}; B {' < '.join(r.b)}"
+                  for r in found.rankings if not r.same]
+    walls = [wall_time_s(run) for run in (run_a, run_b)]
+    if None not in walls:
+        lines.append(f"wall time: A {walls[0]:.0f} s, B {walls[1]:.0f} s (B/A {walls[1] / walls[0]:.2f})")
+    shares = []
+    for name, run in (("A", run_a), ("B", run_b)):
+        ok = [r for r in run.records if r.status == "ok"]
+        shares.append(f"{name} {sum(r.disturbed for r in ok)} of {len(ok)}" +
+                      (f" ({sum(r.disturbed for r in ok) / len(ok):.0%})" if ok else ""))
+    lines.append(f"points disturbed by other load: {', '.join(shares)}")
+    return lines
+
+
+def wall_time_s(run: Run) -> float | None:
+    if run.finished_at is None:
+        return None
+    return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
 
 
 COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}

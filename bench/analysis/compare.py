@@ -29,3 +29,40 @@ def compare(cells_a: list[Cell], cells_b: list[Cell]) -> list[Comparison]:
         ratio = {m: b[m] / a[m] if a[m] and b[m] is not None else None for m in METRICS}
         rows.append(Comparison(*cell_a.key, a, b, ratio))
     return rows
+
+
+@dataclass(frozen=True)
+class Ranking:
+    workload: str
+    connections: int
+    a: list[str]  # servers by median CPU µs/request, cheapest first
+    b: list[str]
+
+    @property
+    def same(self) -> bool:
+        return self.a == self.b
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How far two runs of the same points agree: do B's figures fall where A's did?"""
+
+    cells: int  # cells with CPU µs/request in both runs
+    overlapping: int  # whose [min–max] ranges of CPU µs/request overlap
+    rankings: list[Ranking]  # per (workload, connections) measured in both
+
+
+def agreement(cells_a: list[Cell], cells_b: list[Cell], metric: str = "cpu_us_per_request") -> Agreement:
+    by_key_a = {c.key: c for c in cells_a}
+    shared = [(by_key_a[c.key], c) for c in cells_b
+              if c.key in by_key_a and by_key_a[c.key].stats[metric] and c.stats[metric]]
+    overlapping = sum(a.stats[metric].low <= b.stats[metric].high and b.stats[metric].low <= a.stats[metric].high
+                      for a, b in shared)
+    groups: dict[tuple[str, int], list[tuple[Cell, Cell]]] = {}
+    for a, b in shared:
+        groups.setdefault((a.workload, a.connections), []).append((a, b))
+    rankings = [Ranking(workload, connections,
+                        *([c.server for c in sorted(side, key=lambda c: median(c, metric))]
+                          for side in zip(*pairs, strict=True)))
+                for (workload, connections), pairs in groups.items() if len(pairs) > 1]
+    return Agreement(len(shared), overlapping, rankings)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.analysis.compare import compare
+from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import FIGURES, METRICS, TABLED
 from bench.analysis.report import write_outputs
 from bench.analysis.summary import median, summarize
@@ -37,6 +39,30 @@ def test_compare_gives_ratios_b_over_a_for_shared_points_only():
     (row,) = compare(a, b)
     assert row.server == "epoll" and row.ratio["requests_per_s"] == 1.5
     assert round(row.ratio["cpu_us_per_request"], 4) == round(1 / 1.5, 4)
+
+
+def test_agreement_counts_overlapping_ranges_and_compares_the_servers_order():
+    def cells(cpu: dict[str, list[float]]):
+        return summarize([r for server, values in cpu.items() for r in records(server, [1e6 / v for v in values])])
+    a = cells({"epoll": [10, 12, 11], "poll": [20, 22, 21], "select": [30, 31, 32]})
+    b = cells({"epoll": [12.5, 13, 14], "poll": [19, 23, 25], "select": [18, 19, 20]})
+    found = agreement(a, b)
+    assert (found.cells, found.overlapping) == (3, 1)  # poll overlaps; epoll and select moved
+    (ranking,) = found.rankings
+    assert ranking.a == ["epoll", "poll", "select"] and ranking.b == ["epoll", "select", "poll"] and not ranking.same
+
+
+def test_compare_command_says_how_far_b_reproduces_a(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copy(REFERENCE / "results.json", tmp_path / name / "results.json")
+    done = subprocess.run([sys.executable, "-m", "bench", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cells = len([c for c in summarize(load(REFERENCE).records) if c.stats["cpu_us_per_request"]])
+    assert f"ranges overlap in {cells} of {cells} cells (100%)" in done.stdout
+    assert "wall time: A" in done.stdout and "(B/A 1.00)" in done.stdout
+    assert "the same order at" in done.stdout and "differs at" not in done.stdout
 
 
 def test_every_metric_is_defined_once_and_drawn_and_tabled_from_that_definition():
