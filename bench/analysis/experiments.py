@@ -237,7 +237,7 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
     if versions := sorted({run.version for run in runs}):
         same = "the same version" if len(versions) == 1 else "DIFFERENT versions"
         lines += [f"Interpreters: CPython {' and '.join(versions)} ({same}); runs: "
-                  f"{', '.join(run.label for run in runs)}.", ""]
+                  f"{'; '.join(run.label for run in runs)}.", ""]
     if not {run.gil for run in runs} >= {True, False}:
         lines += ["These runs have only one interpreter: the comparison needs runs with and without the GIL "
                   "(`python3 -m bench gil`).", ""]
@@ -246,5 +246,6 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
         connections = max(run.connections for run in runs)
         lines += [f"## gil: {workload} at {connections} connections", "", *gil_table(runs, workload), ""]
         servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload and s != REFERENCE_SERVER)
-        lines += [gil_paragraph(runs, workload, server) for server in servers] + [""]
+        for server in servers:
+            lines += [gil_paragraph(runs, workload, server), ""]
     return lines
