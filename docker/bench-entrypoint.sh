@@ -11,8 +11,15 @@
 #   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
+# `docker compose run --rm bench gil [options]` runs the gil experiment instead
+# (python3 -m bench gil; it needs swissknife-ft:latest: docker/build.sh --free-threaded).
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
+
+if [ "${1:-}" = gil ]; then
+    shift
+    exec python3 -m bench gil --runner docker "$@"
+fi
 
 args=(--runner docker --profile "${BENCH_PROFILE:-quick}")
 # Unquoted on purpose: "epoll poll" (or "epoll,poll") is two arguments.
