@@ -1,6 +1,7 @@
 """python3 -m bench [options]      sweep servers x workloads x connection counts
 python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
-python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json
+python3 -m bench gil [opts]       the gil experiment: with and without the GIL, on one CPU and on two
+python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json (a gil DIR: its report)
 python3 -m bench compare A B      per-point ratios B/A of two runs
 """
 
@@ -21,13 +22,23 @@ from rich.table import Table
 
 from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import METRICS
-from bench.analysis.report import write_outputs
+from bench.analysis.report import write_gil_report, write_outputs
 from bench.analysis.summary import summarize
-from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCE_SERVER, WORKLOADS, SweepConfig, workload
+from bench.config import (
+    DEFAULT_PRESET,
+    EXPERIMENTS,
+    PRESETS,
+    REFERENCE_SERVER,
+    WORKLOADS,
+    SweepConfig,
+    cpu_list,
+    workload,
+)
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
-from bench.results import Record, Run, ServerProfile, load
-from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner
+from bench.results import JSON_NAME, Record, Run, ServerProfile, load
+from bench.runners import REPO_ROOT, RUNNERS, Runner
+from bench.runners.base import FT_BUILD, FT_IMAGE
 from netns.config import Topology
 from netns.ns import NamespaceError
 from netns.topology import TopologyError
@@ -35,6 +46,7 @@ from netns.topology import TopologyError
 # Differential flame graphs drawn when both servers were profiled and no --diff says otherwise.
 DEFAULT_DIFFS = (("select", "epoll"), ("epoll", "epoll-pool"))
 PROFILE_CONNECTIONS = 64
+GIL_CONNECTIONS = 64
 console = Console()
 
 
@@ -99,8 +111,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
                              "CPUs, so reuseport's processes can run in parallel)")
     parser.add_argument("--server-python", metavar="PATH",
-                        help="interpreter of the Python servers (process runner; default: bench's own); "
-                             "3.12+ puts Python functions in the flame graphs")
+                        help="interpreter of the Python servers (default: bench's own; with --runner docker the "
+                             "image's python3, and PATH is inside the image); 'free-threaded' and 'gil' name the "
+                             f"two CPython builds of {FT_IMAGE} ({FT_BUILD}); 3.12+ puts Python functions in the "
+                             "flame graphs")
     parser.add_argument("--diff", nargs="+", type=server_pair, metavar="A,B",
                         help="differential flame graphs from A to B (default: "
                              f"{' and '.join(','.join(pair) for pair in DEFAULT_DIFFS)}, of those profiled)")
@@ -133,11 +147,32 @@ def profile_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def gil_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench gil",
+        description="The gil experiment as four runs into one directory: the servers on the GIL interpreter and "
+                    "on the free-threaded one, each on one CPU and on two, every server and workload profiled "
+                    "(syscalls and lock share); then DIR/report.md compares them.")
+    parser.add_argument("--connections", nargs="+", type=positive, default=[GIL_CONNECTIONS], metavar="N")
+    parser.add_argument("--repeat", type=positive, metavar="N")
+    parser.add_argument("--gil-python", default="gil", metavar="PATH",
+                        help="the interpreter with the GIL (default 'gil': the free-threaded one's twin build "
+                             f"in {FT_IMAGE}); --server-python is the free-threaded one (default 'free-threaded')")
+    parser.add_argument("--no-flamegraphs", action="store_true",
+                        help="skip the profiled runs (no syscalls/request or lock shares)")
+    add_run_options(parser)
+    parser.set_defaults(server_python="free-threaded")
+    return parser
+
+
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
     """The preset's values, overridden by the options given; bad names end in a usage error."""
     preset = PRESETS[args.preset]
     known = [*server_kinds(), REFERENCE_SERVER]
-    servers = args.servers or preset.servers or known
+    chosen = [EXPERIMENTS[e] for e in args.experiments or () if e in EXPERIMENTS]
+    # Experiments that name their models (gil) sweep only those, unless another one wants them all.
+    named = [s for e in chosen for s in e.servers or ()] if chosen and all(e.servers for e in chosen) else None
+    servers = args.servers or (named and list(dict.fromkeys(named))) or preset.servers or known
     if unknown := [s for s in servers if s not in known]:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
     if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
@@ -198,13 +233,10 @@ def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config
     return [list(pair) for pair in args.diff or DEFAULT_DIFFS if set(pair) <= set(config.servers)]
 
 
-def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
-                topo: Topology) -> Runner:
+def make_runner(args: argparse.Namespace, config: SweepConfig, topo: Topology) -> Runner:
     if not args.server_python:
         return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
-    if config.runner != ProcessRunner.name:
-        parser.error("--server-python is for the process runner: containers run the image's python3")
-    return ProcessRunner(topo, config.server_cpus, config.client_cpu, args.server_python)
+    return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu, args.server_python)
 
 
 def sweep_command(argv: list[str]) -> int:
@@ -222,11 +254,39 @@ def profile_command(argv: list[str]) -> int:
     return run_command(args, parser, replace(resolve(args, parser), preset="profile"))
 
 
+def gil_command(argv: list[str]) -> int:
+    """Four runs of the gil experiment (interpreter x CPU set) into DIR/<interpreter>-<n>cpu, then DIR/report.md."""
+    parser = gil_parser()
+    args = parser.parse_args(argv)
+    if not args.cpus:  # the first two usable CPUs for the server, wrk on the second: --cpus 0-1,1 here
+        first = min(os.sched_getaffinity(0))
+        args.cpus = f"{first}-{first + 1},{first + 1}"
+    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, None, ["gil"]
+    args.flamegraphs = not args.no_flamegraphs
+    wide = replace(resolve(args, parser), preset="gil")
+    if len(wide.server_cpus) < 2:
+        parser.error("--cpus: gil compares one server CPU with several: give a range, e.g. 0-1,1")
+    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-gil"
+    status = 0
+    for label, python in (("gil", args.gil_python), ("free-threaded", args.server_python)):
+        for cpus in (wide.server_cpus[:1], wide.server_cpus):
+            console.print(f"gil: {label} interpreter ({python}), server on CPUs {cpu_list(cpus)}")
+            run_args = argparse.Namespace(**vars(args) | {"server_python": python,
+                                                          "out": out / f"{label}-{len(cpus)}cpu"})
+            code = run_command(run_args, parser, replace(wide, server_cpus=cpus))
+            if code not in (0, 1):  # interrupted: stop here (1: some points failed, the others stand)
+                return code
+            status = max(status, code)
+    for path in write_gil_report(out):
+        console.print(f"gil: {path}")
+    return status
+
+
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
     require_root()
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
-    runner = make_runner(args, parser, config, topo)
+    runner = make_runner(args, config, topo)
     out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     started = time.monotonic()
     with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -265,7 +325,10 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
 def plot_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
     parser.add_argument("directory", type=Path)
-    for path in write_outputs(parser.parse_args(argv).directory):
+    directory = parser.parse_args(argv).directory
+    # A gil experiment's directory holds one run per subdirectory: redraw the comparison.
+    paths = write_outputs(directory) if (directory / JSON_NAME).exists() else write_gil_report(directory)
+    for path in paths:
         console.print(shown(path), highlight=False, soft_wrap=True)
     return 0
 
@@ -331,7 +394,7 @@ def wall_time_s(run: Run) -> float | None:
     return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
 
 
-COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}
+COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command, "gil": gil_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ class Experiment:
     question: str
     workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
     axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
+    servers: tuple[str, ...] | None = None  # the models it compares, when not every one (and no --servers)
 
     def includes(self, workload_name: str) -> bool:
         return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
@@ -90,6 +91,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("large-responses", "How do the models stream large bodies with partial writes?",
                ("bytes-64k", "bytes-1m")),
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
+    Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
+               "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
+               ("plaintext", "sleep-5", "cpu-200"), servers=("threaded", "epoll-pool", "epoll", "reuseport")),
 )}
 
 

@@ -50,6 +50,7 @@ def collect(runner: Runner, topo: Topology) -> dict:
         "client_sysctls": read_sysctls(topo.client_ns, CLIENT_SYSCTLS),
         "runner": runner.name,
         "tools": runner.versions(),
+        "server_python": runner.server_python(),  # the servers' interpreter, GIL state included
     }
     if image := runner.image():
         environment["image"] = image

@@ -1,4 +1,4 @@
-"""The two ways things go wrong in a sweep."""
+"""How things go wrong in a sweep."""
 
 
 class BenchError(Exception):
@@ -7,3 +7,7 @@ class BenchError(Exception):
 
 class PointFailed(Exception):
     """One point cannot be measured; its record says why and the sweep goes on."""
+
+
+class PointUnsupported(PointFailed):
+    """The server says it cannot run here (kernel, sandbox, interpreter): its points are unsupported, with why."""

@@ -26,13 +26,14 @@ from pathlib import Path
 
 from bench import verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
-from bench.errors import BenchError, PointFailed
+from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import IdleConnections, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
 from bench.runners import Runner, ServerUsage, WrkRun
 from netns import ns
 from netns.config import Topology
 from netns.topology import counters
+from servers.base import UNSUPPORTED_EXIT
 from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
@@ -64,19 +65,20 @@ def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Ca
     try:
         for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
             points = list(points)
-            run_group(runner, topo, config, points, on_record)
+            runs_here = run_group(runner, topo, config, points, on_record)
             profiled = max(points, key=lambda p: p.connections)
-            if profiling is not None and unsupported(profiled) is None:
+            if profiling is not None and runs_here and unsupported(profiled) is None:
                 profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
     finally:
         runner.stop()
 
 
 def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
-              on_record: Callable[[Record], None]) -> None:
-    """The points of one (server, workload), with one server started for them (again if it dies)."""
+              on_record: Callable[[Record], None]) -> bool:
+    """The points of one (server, workload), with one server started for them (again if it dies).
+    False when the server said it cannot run here (its points are recorded unsupported)."""
     session: ServerSession | None = None
-    broken: str | None = None  # why the server cannot be benchmarked: its later points fail without a retry
+    broken: PointFailed | None = None  # why the server cannot be benchmarked: its later points end the same way
     warmed: set[int] = set()
     try:
         for point in points:
@@ -86,7 +88,7 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                 continue
             try:
                 if broken is not None:
-                    raise PointFailed(broken)
+                    raise broken.with_traceback(None)
                 if session is None or not session.alive:
                     if session is not None:
                         session.stop()
@@ -94,21 +96,23 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                     try:
                         session.start()
                     except PointFailed as failure:
-                        broken = str(failure)
+                        broken = failure
                         raise
                 if point.connections not in warmed:
                     run_wrk(runner, topo, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
                 record = measure(runner, topo, config, point, session.port)
             except PointFailed as failure:
+                status = "unsupported" if isinstance(failure, PointUnsupported) else "failed"
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
-                                status="failed", failure=str(failure), started_at=now())
+                                status=status, failure=str(failure), started_at=now())
             if session is not None and session.idle is not None:
                 record.idle_held, record.idle_on_server = session.idle.held, session.idle.on_server
             on_record(record)
     finally:
         if session is not None:
             session.stop()
+    return not isinstance(broken, PointUnsupported)
 
 
 def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
@@ -239,6 +243,8 @@ def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: P
         except (OSError, http.client.HTTPException) as error:
             problem = f"verification failed: {error!r}"
     if problem is not None:
+        if runner.server_exit_code() == UNSUPPORTED_EXIT:  # the server's last line says why
+            raise PointUnsupported((runner.server_log().splitlines() or [problem])[-1].removeprefix("servers: "))
         raise PointFailed(with_server_log(runner, problem))
     return port
 

@@ -12,8 +12,15 @@
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
 #   BENCH_RUNNER       docker (default) | process: servers and wrk as processes in this container
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
+# `docker compose run --rm bench gil [options]` runs the gil experiment instead
+# (python3 -m bench gil; it needs swissknife-ft:latest: docker/build.sh --free-threaded).
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
+
+if [ "${1:-}" = gil ]; then
+    shift
+    exec python3 -m bench gil --runner docker "$@"
+fi
 
 args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 # Unquoted on purpose: "epoll poll" (or "epoll,poll") is two arguments.

@@ -3,8 +3,11 @@
 #   1. the base image debian:trixie-slim: kept if present, else pulled, else
 #      built locally (docker/build-base.sh) when no registry is reachable;
 #   2. swissknife:latest from docker/Dockerfile through compose (BuildKit),
-#      handing in the host's CA bundle as a build secret when there is one.
-# Prints how long each step took. Usage: sudo docker/build.sh [--no-cache]
+#      handing in the host's CA bundle as a build secret when there is one;
+#   3. with --free-threaded, also swissknife-ft:latest (docker/Dockerfile.ft:
+#      swissknife:latest plus CPython built with and without the GIL; about
+#      12 minutes cold on two cores, seconds once its stages are cached).
+# Prints how long each step took. Usage: sudo docker/build.sh [--no-cache] [--free-threaded]
 # Environment: SWISSKNIFE_CA_BUNDLE  CA bundle for the pip step
 #              (default /etc/ssl/certs/ca-certificates.crt if it exists).
 set -euo pipefail
@@ -14,11 +17,14 @@ root=$(dirname "$here")
 . "$here/lib.sh"
 
 build_opts=()
-case "${1:-}" in
-    "") ;;
-    --no-cache) build_opts+=(--no-cache) ;;
-    *) die "usage: $0 [--no-cache]" ;;
-esac
+free_threaded=false
+for arg in "$@"; do
+    case "$arg" in
+        --no-cache) build_opts+=(--no-cache) ;;
+        --free-threaded) free_threaded=true ;;
+        *) die "usage: $0 [--no-cache] [--free-threaded]" ;;
+    esac
+done
 
 docker_answers || die "no Docker daemon answers; run: sudo docker/install-engine.sh"
 docker compose version >/dev/null 2>&1 \
@@ -61,4 +67,17 @@ docker compose --project-directory "$root" -f "$root/compose.yaml" \
 }
 echo "build: image built in $(since "$t") (log: docker/build.log)"
 docker image ls swissknife:latest
+
+# 3. The free-threaded image, FROM the image just built.
+if $free_threaded; then
+    echo "build: swissknife-ft:latest (CPython with and without the GIL; ~12 min when not cached)"
+    t=$(now)
+    docker compose --project-directory "$root" -f "$root/compose.yaml" --profile free-threaded \
+        build "${build_opts[@]}" --progress plain bench-ft >"$root/docker/build-ft.log" 2>&1 || {
+        tail -n 30 "$root/docker/build-ft.log" >&2
+        die "free-threaded image build failed; full log: docker/build-ft.log"
+    }
+    echo "build: free-threaded image built in $(since "$t") (log: docker/build-ft.log)"
+    docker image ls swissknife-ft:latest
+fi
 echo "build: total $(since "$total")"

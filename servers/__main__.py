@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from servers.base import Settings, UsageError, raise_open_file_limit, run_until_shutdown
+from servers.base import UNSUPPORTED_EXIT, Settings, Unsupported, UsageError, raise_open_file_limit, run_until_shutdown
 from servers.kinds import KINDS
 
 BIND_ERRORS = {
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"servers: {error}", file=sys.stderr)
         return 2
+    except Unsupported as error:
+        print(f"servers: {args.kind} cannot run here: {error}", file=sys.stderr)
+        return UNSUPPORTED_EXIT
     except socket.gaierror:
         print(f"servers: --host must be a numeric IPv4 or IPv6 address, not {args.host!r}", file=sys.stderr)
         return 2
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servers: cannot listen on {args.host} port {args.port}: {reason}", file=sys.stderr)
         return 1
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on {host}:{server.port} kind={args.kind} pid={os.getpid()}", flush=True)
+    gil = "on" if getattr(sys, "_is_gil_enabled", lambda: True)() else "off"
+    print(f"listening on {host}:{server.port} kind={args.kind} pid={os.getpid()} gil={gil}", flush=True)
     run_until_shutdown(server)
     return 0
 

@@ -43,6 +43,13 @@ class UsageError(Exception):
     """A setting the chosen model cannot honour."""
 
 
+class Unsupported(Exception):
+    """This host or interpreter cannot run the model (kernel, sandbox, missing C extension): why."""
+
+
+UNSUPPORTED_EXIT = 3  # the exit status that says so; bench records the kind's points as unsupported
+
+
 class Shutdown(SystemExit):
     """Raised in the main thread by SIGTERM/SIGINT; unwinds whatever it interrupts, exit status 0."""
 

@@ -6,6 +6,7 @@ from servers.blocking_server import BlockingServer
 from servers.epoll_et_server import EpollEdgeServer
 from servers.epoll_pool_server import EpollPoolServer
 from servers.epoll_server import EpollServer
+from servers.io_uring_server import IoUringServer
 from servers.poll_server import PollServer
 from servers.reuseport_server import ReuseportServer
 from servers.select_server import SelectServer
@@ -21,4 +22,5 @@ KINDS: dict[str, type[ServerModel]] = {
     "epoll-pool": EpollPoolServer,
     "asyncio": AsyncioServer,
     "reuseport": ReuseportServer,
+    "io-uring": IoUringServer,
 }

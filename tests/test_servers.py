@@ -32,7 +32,8 @@ ALL_KINDS = list(KINDS)
 VARIANTS = {kind: [kind] for kind in KINDS}
 if importlib.util.find_spec("uvloop"):
     VARIANTS["asyncio-uvloop"] = ["asyncio", "--uvloop"]
-SERIAL_HANDLER_KINDS = ["blocking", "select", "poll", "epoll", "epoll-et", "asyncio"]  # one handler at a time
+# one handler at a time
+SERIAL_HANDLER_KINDS = ["blocking", "select", "poll", "epoll", "epoll-et", "asyncio", "io-uring"]
 PARALLEL_HANDLER_KINDS = ["threaded", "epoll-pool"]
 CLOCK_TICK = 1 / os.sysconf("SC_CLK_TCK")
 

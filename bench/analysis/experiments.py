@@ -3,13 +3,14 @@ generated from the numbers (pure: the run's records in, text and PNGs out)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.analysis import plots
 from bench.analysis.metrics import FIGURES
-from bench.analysis.summary import Cell, median
+from bench.analysis.summary import Cell, median, summarize
 from bench.config import EXPERIMENTS, REFERENCE_SERVER, Experiment
+from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
 
@@ -113,3 +114,138 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
     if breaks:
         text += " Where a model breaks: " + "; ".join(breaks) + "."
     return text
+
+
+# --- gil: several runs compared (python3 -m bench gil) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class GilFigures:
+    """One (workload, server) of one run, at the run's largest connection count."""
+
+    requests_per_s: float | None
+    cpu_us_per_request: float | None
+    syscalls_per_request: float | None  # from the profiled run
+    lock_share: float | None  # percent of the profiled run's CPU samples in threads, locks and the GIL
+    failure: str | None  # why there is no measurement
+
+
+@dataclass(frozen=True)
+class GilRun:
+    """A run of the gil experiment, keyed by what it varies: the interpreter's GIL and the server's CPUs."""
+
+    gil: bool
+    cpus: int
+    connections: int
+    version: str
+    figures: dict[tuple[str, str], GilFigures]  # (workload, server) ->
+
+    @property
+    def label(self) -> str:
+        return f"{'GIL' if self.gil else 'no GIL'}, {self.cpus} CPU{'s' if self.cpus > 1 else ''}"
+
+
+def gil_run(run: Run, run_dir: Path) -> GilRun | None:
+    """The run's gil figures; None when it has no gil workload or does not record its interpreter."""
+    server_python = run.environment.get("server_python")
+    gil = EXPERIMENTS["gil"]
+    cells = [c for c in summarize(run.records) if gil.includes(c.workload)]
+    if server_python is None or not cells:
+        return None
+    at = max(c.connections for c in cells)
+    profiling = run.profiling
+    profiles = {(p.workload, p.server): p for p in profiling.profiles} if profiling else {}
+    locks = {(workload, server): found.shares()["locks"]
+             for workload in dict.fromkeys(c.workload for c in cells) if profiling
+             for server, found in plots.breakdowns(profiling, run_dir, workload).items()}
+    figures = {}
+    for cell in cells:
+        if cell.connections != at:
+            continue
+        profile = profiles.get((cell.workload, cell.server))
+        figures[cell.workload, cell.server] = GilFigures(
+            rps(cell), median(cell, "cpu_us_per_request"), profile.syscalls_per_request if profile else None,
+            locks.get((cell.workload, cell.server)), cell.failure)
+    return GilRun(server_python["gil_enabled"], len(run.config["server_cpus"]), at, server_python["version"],
+                  figures)
+
+
+def _value(value: float | None, form: str) -> str:
+    return "—" if value is None else format(value, form)
+
+
+def _change(before: float | None, after: float | None, form: str, unit: str) -> str:
+    return f"{_value(before, form)} → {_value(after, form)}{unit}"
+
+
+def gil_table(runs: list[GilRun], workload: str) -> list[str]:
+    lines = ["| server | run | requests/s | CPU µs/request | syscalls/request | locks, % of samples |",
+             "|---|---|---:|---:|---:|---:|"]
+    servers = dict.fromkeys(server for run in runs for (w, server) in run.figures if w == workload)
+    for server in servers:
+        for run in runs:
+            found = run.figures.get((workload, server))
+            if found is None:
+                continue
+            if found.requests_per_s is None:
+                lines.append(f"| {server} | {run.label} | {found.failure} | | | |")
+                continue
+            lines.append(f"| {server} | {run.label} | {found.requests_per_s:,.0f} | "
+                         f"{_value(found.cpu_us_per_request, '.1f')} | {_value(found.syscalls_per_request, '.2f')} | "
+                         f"{_value(found.lock_share, '.1f')} |")
+    return lines
+
+
+def gil_paragraph(runs: list[GilRun], workload: str, server: str) -> str:
+    """What removing the GIL changes for one model on one workload, per CPU count, from the numbers."""
+    by_key = {(run.gil, run.cpus): run.figures.get((workload, server)) for run in runs}
+    parts = []
+    for cpus in sorted({run.cpus for run in runs}):
+        with_gil, without = by_key.get((True, cpus)), by_key.get((False, cpus))
+        where = f"on {cpus} CPU{'s' if cpus > 1 else ''}"
+        if with_gil is None or without is None:
+            continue
+        if with_gil.requests_per_s is None or without.requests_per_s is None:
+            broken = with_gil if with_gil.requests_per_s is None else without
+            parts.append(f"{where} no comparison ({broken.failure})")
+            continue
+        parts.append(
+            f"{where} ×{without.requests_per_s / with_gil.requests_per_s:.2f} the throughput "
+            f"({_change(with_gil.requests_per_s, without.requests_per_s, ',.0f', ' requests/s')}), CPU "
+            f"{_change(with_gil.cpu_us_per_request, without.cpu_us_per_request, ',.1f', ' µs/request')}, "
+            f"{_change(with_gil.syscalls_per_request, without.syscalls_per_request, '.2f', ' syscalls/request')}, "
+            f"locks {_change(with_gil.lock_share, without.lock_share, '.1f', ' % of samples')}")
+    text = f"**{server}** without the GIL: " + ("; ".join(parts) if parts else "no runs to compare") + "."
+    cpu_counts = sorted({run.cpus for run in runs})
+    if len(cpu_counts) > 1:
+        low, high = cpu_counts[0], cpu_counts[-1]
+        gains = []
+        for gil, name in ((True, "with the GIL"), (False, "without")):
+            one, more = by_key.get((gil, low)), by_key.get((gil, high))
+            if one and more and one.requests_per_s and more.requests_per_s:
+                gains.append(f"×{more.requests_per_s / one.requests_per_s:.2f} {name}")
+        if gains:
+            text += f" Going from {low} to {high} CPUs multiplies its throughput by {' and '.join(gains)}."
+    return text
+
+
+def gil_sections(runs: list[GilRun]) -> list[str]:
+    """The gil experiment across runs: per workload a table and one paragraph per model."""
+    gil = EXPERIMENTS["gil"]
+    runs = sorted(runs, key=lambda run: (run.cpus, not run.gil))
+    lines = [f"*{gil.question}.*", ""]
+    if versions := sorted({run.version for run in runs}):
+        same = "the same version" if len(versions) == 1 else "DIFFERENT versions"
+        lines += [f"Interpreters: CPython {' and '.join(versions)} ({same}); runs: "
+                  f"{'; '.join(run.label for run in runs)}.", ""]
+    if not {run.gil for run in runs} >= {True, False}:
+        lines += ["These runs have only one interpreter: the comparison needs runs with and without the GIL "
+                  "(`python3 -m bench gil`).", ""]
+    workloads = dict.fromkeys(w for run in runs for (w, _) in run.figures)
+    for workload in workloads:
+        connections = max(run.connections for run in runs)
+        lines += [f"## gil: {workload} at {connections} connections", "", *gil_table(runs, workload), ""]
+        servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload and s != REFERENCE_SERVER)
+        for server in servers:
+            lines += [gil_paragraph(runs, workload, server), ""]
+    return lines

@@ -9,9 +9,10 @@ from bench.analysis import experiments, plots
 from bench.analysis.metrics import FIGURES, METRICS, TABLED
 from bench.analysis.summary import Cell, Spread, median, summarize
 from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE, cpu_list
+from bench.errors import BenchError
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
-from bench.results import Profiling, Run, load, write_atomic
+from bench.results import JSON_NAME, Profiling, Run, load, write_atomic
 
 CLIENT_BOUND_MARK = "†"
 DISTURBED_MARK = "‡"
@@ -102,6 +103,10 @@ def environment_lines(run: Run) -> list[str]:
         **{f"client {key}": value for key, value in env.get("client_sysctls", {}).items()},
         "runner": env["runner"], "git commit": env["git_commit"],
     }
+    if server_python := env.get("server_python"):  # absent from runs made before it was recorded
+        gil = "enabled" if server_python["gil_enabled"] else "disabled"
+        build = "free-threaded build" if server_python["free_threaded_build"] else "GIL build"
+        rows["servers' Python"] = f"{server_python['version']} ({server_python['executable']}, {build}, GIL {gil})"
     return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows.items())]
 
 
@@ -201,3 +206,20 @@ def write_outputs(directory: Path) -> list[Path]:
         paths += plots.draw_profiles(run.profiling, directory, plot_dir)
     write_atomic(directory / "report.md", render(run, cells, plot_dir, directory))
     return [*paths, directory / "report.md"]
+
+
+def write_gil_report(directory: Path) -> list[Path]:
+    """report.md comparing the runs in directory's subdirectories (python3 -m bench gil), from their results.json."""
+    runs = [(run_dir, load(run_dir)) for run_dir in sorted(p.parent for p in directory.glob(f"*/{JSON_NAME}"))]
+    if not runs:
+        raise BenchError(f"{directory} holds no results.json, nor subdirectories with one")
+    found = [(run_dir, gil) for run_dir, run in runs if (gil := experiments.gil_run(run, run_dir)) is not None]
+    lines = [f"# swissknife GIL experiment `{directory.name}`", "",
+             "Each run below is a full run with its own report; this page compares them at each run's largest "
+             "connection count. CPU µs/request: median of the measured repeats; syscalls/request and the share "
+             "of CPU samples in threads, locks and the GIL (futexes, GIL take/drop, mutexes, parking lots): from "
+             "the one profiled run per server and workload (`bench/profiling/breakdown.py`).", "",
+             *(f"- [{gil.label}]({run_dir.relative_to(directory).as_posix()}/report.md)" for run_dir, gil in found),
+             "", *experiments.gil_sections([gil for _, gil in found])]
+    write_atomic(directory / "report.md", "\n".join(lines))
+    return [directory / "report.md"]

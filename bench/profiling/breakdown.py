@@ -31,12 +31,13 @@ class Category:
 
 
 CATEGORIES = (
-    Category("multiplexing", "I/O multiplexing (select, poll, epoll)", (
+    Category("multiplexing", "I/O multiplexing (select, poll, epoll, io_uring)", (
         r"(__x64_sys_|__se_sys_|__do_sys_|do_)?(p?select6?|p?poll|epoll_(wait|pwait2?|ctl|create1?))",
         r"__(GI___)?(p?poll|p?select)", r"core_sys_select", r"do_sys_poll", r"do_epoll_\w+", r"ep_\w+",
         r"(sock|tcp|datagram)_poll",  # the per-descriptor readiness check select and poll repeat per call
         r"__pollwait|poll_freewait|poll_initwait|poll_select_\w+|select_estimate_accuracy",
         r"select_(select|poll|epoll)\w*|pyepoll_\w+|seq2set|set2list",  # CPython's select module
+        r"(__x64_sys_|__do_sys_)?io_uring_\w+|io_cqring_wait\w*|io_submit_sqes",  # submitting and awaiting completions
     )),
     Category("network", "socket send/recv and the kernel network stack", (
         r"(__)?(tcp6?|ipv?6?|inet6?|veth|sock|sk|skb|napi|netif|dev|neigh|fib6|rt6|dst|raw6|icmpv6|bbr|nf)_\w+",

@@ -10,9 +10,9 @@ from bench.runners.process import ProcessRunner
 from netns.config import Topology
 
 
-def docker_runner(topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> Runner:
+def docker_runner(topo: Topology, server_cpus: tuple[int, ...], client_cpu: int, python: str = "python3") -> Runner:
     from bench.runners.docker import DockerRunner
-    return DockerRunner(topo, server_cpus, client_cpu)
+    return DockerRunner(topo, server_cpus, client_cpu, python)
 
 
 RUNNERS = {ProcessRunner.name: ProcessRunner, "docker": docker_runner}

@@ -7,6 +7,7 @@ and `stop()` must leave none behind.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,42 @@ from typing import Protocol
 
 from bench import procfs
 from bench.config import REFERENCE_SERVER
+from bench.errors import BenchError
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 5.0
 LOG_TAIL_CHARS = 500
 NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
+
+# --server-python names for the two interpreters of swissknife-ft:latest (docker/Dockerfile.ft): built
+# from the source of the image's python3.13 with the same flags, they differ in the GIL alone.
+NAMED_PYTHONS = {"free-threaded": "/opt/python-ft/bin/python3.13t", "gil": "/opt/python-gil/bin/python3.13"}
+FT_IMAGE = "swissknife-ft:latest"
+FT_BUILD = "sudo docker/build.sh --free-threaded"
+# Run by the server's interpreter from the project directory, after the servers' own imports (a C
+# extension without free-threading support would switch the GIL back on): what results.json records.
+PYTHON_PROBE = (
+    "import json, platform, sys, sysconfig; import servers.kinds; print(json.dumps({"
+    "'executable': sys.executable, 'version': platform.python_version(), 'implementation': sys.version, "
+    "'free_threaded_build': bool(sysconfig.get_config_var('Py_GIL_DISABLED')), "
+    "'gil_enabled': getattr(sys, '_is_gil_enabled', lambda: True)()}))"
+)
+
+
+def resolve_python(python: str) -> str:
+    """A --server-python value as a path: a name of NAMED_PYTHONS, or the path itself."""
+    return NAMED_PYTHONS.get(python, python)
+
+
+def probe_answer(python: str, where: str, returncode: int, out: str, err: str) -> dict:
+    """PYTHON_PROBE's answer, or BenchError saying that `python` cannot run the servers `where`."""
+    if returncode != 0:
+        hint = (f"; it is in the {FT_IMAGE} image: use --runner docker (build the image: {FT_BUILD})"
+                if python in NAMED_PYTHONS.values() and where == "on this host" else "")
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"--server-python {python} cannot run the servers {where} ({last}){hint}")
+    return json.loads(out)
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,9 @@ class Runner(Protocol):
 
     def image(self) -> dict | None:
         """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
+
+    def server_python(self) -> dict:
+        """PYTHON_PROBE's answer from the servers' interpreter as this runner runs it (BenchError if it cannot)."""
 
     def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, ContainerError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
@@ -51,13 +51,19 @@ from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 from bench.runners.base import (
+    FT_BUILD,
+    FT_IMAGE,
     LOG_TAIL_CHARS,
+    NAMED_PYTHONS,
+    PYTHON_PROBE,
     REPO_ROOT,
     STOP_GRACE_S,
     LoadWindow,
     ServerUsage,
     WrkRun,
+    probe_answer,
     profiled_support,
+    resolve_python,
     server_command,
 )
 from netns.config import Topology
@@ -65,6 +71,7 @@ from netns.ns import NETNS_RUN_DIR
 
 IMAGE_ENV = "SWISSKNIFE_IMAGE"
 DEFAULT_IMAGE = "swissknife:latest"
+FT_IMAGE_ENV = "SWISSKNIFE_FT_IMAGE"  # the image of the NAMED_PYTHONS (default swissknife-ft:latest)
 IMAGE_VERSIONS = "/etc/swissknife-versions.json"  # written at image build time (docker/Dockerfile)
 ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of ours carries
 RUN_LABEL = "swissknife.run"  # the runner that started it
@@ -79,6 +86,10 @@ WRK_CAPS = ["SYS_ADMIN"]  # nsenter (wrk itself runs without)
 LIMITS = {"server": {"pids_limit": 32768, "mem_limit": "4g"}, "wrk": {"pids_limit": 256, "mem_limit": "1g"},
           "probe": {"pids_limit": 256, "mem_limit": "1g"}}
 SECURITY_OPT = ["no-new-privileges"]
+# Docker Engine 25.0 (moby#46762) took io_uring out of its default seccomp profile: the io-uring
+# server's container then runs without a seccomp filter; older engines' default lets io_uring through.
+IO_URING_KIND = "io-uring"
+IO_URING_SECCOMP_ENGINE = 25
 PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
 CGROUP_CPU_LINE = "swissknife-cgroup-cpu "  # docker/cgroup-cpu.sh's last line on stderr
 
@@ -94,11 +105,16 @@ class DockerRunner:
 
     name = "docker"
 
-    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> None:
+    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int,
+                 python: str = "python3") -> None:
         self.topo = topo
         self.server_cpus = server_cpus
         self.client_cpu = client_cpu
-        self.image_name = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
+        self.python = resolve_python(python)  # the servers' interpreter, a path inside the image
+        # The named interpreters live in the free-threaded image, a superset of the default one.
+        self.needs_ft_image = self.python in NAMED_PYTHONS.values()
+        self.image_name = (os.environ.get(FT_IMAGE_ENV, FT_IMAGE) if self.needs_ft_image
+                           else os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
         self.run_id = uuid.uuid4().hex[:12]
         try:
             # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
@@ -113,12 +129,15 @@ class DockerRunner:
         try:
             self._image = self._client.images.get(self.image_name)
         except ImageNotFound:
-            raise BenchError(f"image {self.image_name} not found; build it: sudo docker/build.sh") from None
+            build = f"--server-python {self.python} runs in it; build it: {FT_BUILD}" if self.needs_ft_image \
+                else "build it: sudo docker/build.sh"
+            raise BenchError(f"image {self.image_name} not found; {build}") from None
         self._remove_leftovers()
         if not procfs.engine_cpu():
             print(f"bench: warning: no container engine process (dockerd, containerd) in {procfs.host_proc()}: "
                   f"its CPU will count as other load; in a container, mount the host's /proc and name it in "
                   f"{procfs.HOST_PROC_ENV}", file=sys.stderr)
+        self.server_python()
 
     def _remove_leftovers(self) -> None:
         """Remove the containers a crashed or killed bench left behind; a live bench's stay (and disturb us)."""
@@ -158,6 +177,21 @@ class DockerRunner:
     def image(self) -> dict | None:
         return {"id": self._image.id, "name": self.image_name, **self._baked_versions}
 
+    def server_python(self) -> dict:
+        return self._server_python
+
+    @cached_property
+    def _server_python(self) -> dict:
+        where = f"in image {self.image_name}"
+        try:
+            out = self._client.containers.run(self._image.id, [self.python, "-c", PYTHON_PROBE], remove=True,
+                                              working_dir=self._project, labels=self._labels("probe"))
+        except ContainerError as error:
+            return probe_answer(self.python, where, error.exit_status, "", (error.stderr or b"").decode())
+        except APIError as error:  # no such executable in the image
+            return probe_answer(self.python, where, 127, "", error.explanation or str(error))
+        return probe_answer(self.python, where, 0, out.decode(), "")
+
     @property
     def _project(self) -> str:
         """Where the image holds the project (its working directory)."""
@@ -168,12 +202,13 @@ class DockerRunner:
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
-    def _create(self, role: str, cpus: Sequence[int], command: Sequence[str], caps: list[str]) -> Container:
+    def _create(self, role: str, cpus: Sequence[int], command: Sequence[str], caps: list[str],
+                security_opt: Sequence[str] = ()) -> Container:
         """A container of ours running `command`, pinned to `cpus`, not yet started."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
         return self._client.containers.create(
             self._image.id, list(command), labels=self._labels(role), network_mode="host",
-            cpuset_cpus=cpu_list(cpus), cap_add=caps, security_opt=SECURITY_OPT, **LIMITS[role],
+            cpuset_cpus=cpu_list(cpus), cap_add=caps, security_opt=[*SECURITY_OPT, *security_opt], **LIMITS[role],
             mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
             ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
@@ -181,13 +216,22 @@ class DockerRunner:
     def _in_netns(self, namespace: str, command: Sequence[str]) -> list[str]:
         return [f"{self._project}/docker/in-netns.sh", namespace, *command]
 
+    @cached_property
+    def engine_major(self) -> int:
+        return int(self._client.version()["Version"].split(".")[0])
+
+    def server_security(self, kind: str) -> list[str]:
+        """Only for the io-uring kind and only on engines whose default seccomp profile blocks io_uring."""
+        blocked = kind == IO_URING_KIND and self.engine_major >= IO_URING_SECCOMP_ENGINE
+        return ["seccomp=unconfined"] if blocked else []
+
     def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
         python_args = self._support.args if self._support else ()
-        command = server_command(kind, host, port, Path(SCRATCH), "python3", python_args)
+        command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args)
         self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
-                                    SERVER_CAPS)
+                                    SERVER_CAPS, self.server_security(kind))
         self._server.start()
 
     def server_exit_code(self) -> int | None:
@@ -237,7 +281,7 @@ class DockerRunner:
 
     @cached_property
     def _python_support(self) -> PythonSupport:
-        found = self._profiling(None, "support", "python3")
+        found = self._profiling(None, "support", self.python)
         return PythonSupport(tuple(found["args"]), found["method"], found["reason"])
 
     def perf_problem(self) -> str | None:

@@ -29,12 +29,15 @@ from bench.profiling import (
 )
 from bench.runners.base import (
     LOG_TAIL_CHARS,
+    PYTHON_PROBE,
     REPO_ROOT,
     STOP_GRACE_S,
     LoadWindow,
     ServerUsage,
     WrkRun,
+    probe_answer,
     profiled_support,
+    resolve_python,
     server_command,
 )
 from netns import ns
@@ -58,7 +61,7 @@ class ProcessRunner:
         self.topo = topo
         self.server_cpus = server_cpus
         self.client_cpu = client_cpu
-        self.python = python  # the interpreter of the Python servers (bench --server-python)
+        self.python = resolve_python(python)  # the interpreter of the Python servers (bench --server-python)
         self.perf = os.environ.get(PERF_ENV, "perf")
         self._server: subprocess.Popen | None = None
         self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
@@ -69,6 +72,7 @@ class ProcessRunner:
         for tool, package in PROCESS_TOOLS.items():
             if shutil.which(tool) is None:
                 raise BenchError(f"{tool} is not installed: apt-get install {package}")
+        self.server_python()
 
     def versions(self) -> dict[str, str]:
         def version(args: list[str]) -> str:
@@ -80,6 +84,17 @@ class ProcessRunner:
 
     def image(self) -> dict | None:
         return None
+
+    def server_python(self) -> dict:
+        return self._server_python
+
+    @cached_property
+    def _server_python(self) -> dict:
+        try:
+            done = subprocess.run([self.python, "-c", PYTHON_PROBE], cwd=REPO_ROOT, capture_output=True, text=True)
+        except OSError as error:
+            return probe_answer(self.python, "on this host", 1, "", str(error))
+        return probe_answer(self.python, "on this host", done.returncode, done.stdout, done.stderr)
 
     def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
         return server_command(kind, host, port, scratch, self.python, self._support.args if self._support else ())
