@@ -202,10 +202,10 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
 class WrongServerRunner(ProcessRunner):
     """Starts Python's http.server for kind "wrong": a real server that answers / with a directory listing."""
 
-    def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
+    def server_command(self, kind: str, host: str, port: int, scratch: Path, workers: int | None = None) -> list[str]:
         if kind == "wrong":
             return [sys.executable, "-m", "http.server", "--bind", host, "--directory", str(scratch), str(port)]
-        return super().server_command(kind, host, port, scratch)
+        return super().server_command(kind, host, port, scratch, workers)
 
 
 def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():

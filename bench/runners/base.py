@@ -31,6 +31,7 @@ class ServerUsage:
     cpu_sys_s: float
     peak_rss_kib: int  # sum of each process's peak resident set
     processes: int
+    rss_kib: int  # resident set now, summed over the processes
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,11 @@ class Runner(Protocol):
     def image(self) -> dict | None:
         """The container image the servers and wrk run from (id, baked-in versions); None on the host."""
 
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
+                     workers: int | None = None) -> None:
         """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;
-        `profiled`: with the interpreter options that show Python functions to perf."""
+        `profiled`: with the interpreter options that show Python functions to perf; `workers`: processes
+        of a multi-process model (None: its default)."""
 
     def server_exit_code(self) -> int | None:
         """None while the server runs, else how it ended."""
@@ -86,12 +89,14 @@ class Runner(Protocol):
 
 
 def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
-                   python_args: Sequence[str] = ()) -> list[str]:
-    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers."""
+                   python_args: Sequence[str] = (), workers: int | None = None) -> list[str]:
+    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers;
+    `workers`: processes of nginx or reuseport (None: their default)."""
     if kind == REFERENCE_SERVER:
         # nginx's descriptors: the open-file limit its process inherits (bench's own, or the container's).
-        return nginx.prepare(scratch, host, port, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+        return nginx.prepare(scratch, host, port, resource.getrlimit(resource.RLIMIT_NOFILE)[0], workers or 1)
+    command = [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+    return command + ["--workers", str(workers)] if workers else command
 
 
 def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:

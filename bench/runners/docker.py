@@ -163,12 +163,14 @@ class DockerRunner:
             ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
 
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
+                     workers: int | None = None) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
         scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
         try:
-            command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else ())
+            command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else (),
+                                     workers)
             self._server = self._create("server", self.topo.server_ns, self.server_cpus, command)
             self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
         finally:
@@ -199,6 +201,9 @@ class DockerRunner:
             # to the container counts too, unlike the process runner's sum of VmHWM.
             peak_rss_kib=memory.get("max_usage", memory["usage"]) // 1024,
             processes=stats["pids_stats"]["current"],
+            # The cgroup's anonymous memory (v1 calls it rss, v2 anon): the processes' resident sets less
+            # their file pages.
+            rss_kib=memory["stats"].get("rss", memory["stats"].get("anon", memory["usage"])) // 1024,
         )
 
     def stop_server(self) -> None:
