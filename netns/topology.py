@@ -277,8 +277,8 @@ def _extras(topo: Topology, ifname: str, present: list[tuple[str, int]]) -> list
     """The extra client addresses among `present` (only the client link carries them)."""
     if ifname != topo.client_if:
         return []
-    ours = set(topo.extra_client_addrs())
-    return [a for a, prefix in present if a in ours and prefix == EXTRA_PREFIX]
+    found = {a for a, prefix in present if prefix == EXTRA_PREFIX}
+    return [a for a in topo.extra_client_addrs() if a in found]  # in their own order, not the kernel's
 
 
 def add_client_addresses(topo: Topology, count: int) -> list[str]:
