@@ -20,10 +20,10 @@ events {{
 http {{
     access_log off;
     # Idle connections that never send a request stay open, as with the Python servers
-    # (nginx's default would close them after 60 s).
+    # (nginx's default would close them after 60 s); the listen backlog is theirs too (nginx's: 511).
     client_header_timeout 1h;
     server {{
-        listen [{host}]:{port}{reuseport};
+        listen [{host}]:{port} backlog=4096{reuseport};
         location = / {{
             default_type text/plain;
             return 200 "Hello, World!";

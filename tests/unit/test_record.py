@@ -114,7 +114,7 @@ def test_multi_process_servers_get_as_many_workers_as_the_connections_need():
 
 
 def test_nginx_gets_a_listener_per_worker_when_it_has_several(tmp_path):
-    for workers, listen in ((1, "listen [::1]:80;"), (7, "listen [::1]:80 reuseport;")):
+    for workers, listen in ((1, "listen [::1]:80 backlog=4096;"), (7, "listen [::1]:80 backlog=4096 reuseport;")):
         directory = tmp_path / str(workers)
         directory.mkdir()
         command = nginx.prepare(directory, "::1", 80, 20_000, workers)
