@@ -71,12 +71,12 @@ def tree_cpu_s(tree: list[ProcStat]) -> tuple[float, float]:
             sum(s.stime + s.cstime for s in tree) / CLOCK_TICKS)
 
 
-def peak_rss_kib(pid: int) -> int:
-    """VmHWM: the process's peak resident set; 0 once it is gone."""
+def _status_kib(pid: int | str, key: str) -> int:
+    """A kB field of /proc/PID/status; 0 once the process is gone."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         pass
@@ -108,6 +108,36 @@ def engine_cpu(proc: Path | None = None) -> dict[tuple[int, int], float]:
 def engine_cpu_delta(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
     """The engine's CPU between two `engine_cpu` samples; a process born in between counts whole."""
     return sum(seconds - before.get(key, 0.0) for key, seconds in after.items())
+def peak_rss_kib(pid: int | str) -> int:
+    """VmHWM: the process's peak resident set; 0 once it is gone."""
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int | str) -> int:
+    """VmRSS: the process's resident set now; 0 once it is gone."""
+    return _status_kib(pid, "VmRSS")
+
+
+def kernel_socket_kib() -> int:
+    """The kernel memory sockets live in, machine-wide: slab caches (socket, file, inode and epoll
+    objects among them: /proc/meminfo Slab) plus TCP buffers (/proc/net/sockstat `TCP ... mem`, pages)."""
+    with open("/proc/meminfo") as handle:
+        slab = next(int(line.split()[1]) for line in handle if line.startswith("Slab:"))
+    with open("/proc/net/sockstat") as handle:
+        tcp = next(line.split() for line in handle if line.startswith("TCP:"))
+    return slab + int(tcp[tcp.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def thread_limit() -> tuple[int, str]:
+    """How many threads the kernel lets exist here, and the limit that says so: each thread takes a pid
+    and a task (kernel.pid_max, kernel.threads-max) and two memory maps, its stack and guard
+    (vm.max_map_count, per process)."""
+    def sysctl(key: str) -> int:
+        return int(Path("/proc/sys/" + key.replace(".", "/")).read_text())
+    limits = {"kernel.pid_max": sysctl("kernel.pid_max"), "kernel.threads-max": sysctl("kernel.threads-max"),
+              "vm.max_map_count / 2": sysctl("vm.max_map_count") // 2}
+    name = min(limits, key=limits.__getitem__)
+    return limits[name], f"{name} = {limits[name]:,}"
 
 
 def host_busy_s() -> float:

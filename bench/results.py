@@ -20,7 +20,8 @@ from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
 # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile;
-# 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's)
+# 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's) and what holding
+#    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional)
 SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
@@ -84,6 +85,15 @@ class Record:
     # idle connections held beside wrk's (idle-connection workloads)
     idle_held: int | None = None  # open on the holders' side
     idle_on_server: int | None = None  # established at the server's port as the server namespace counts them
+    idle_open_s: float | None = None  # from the first holder's start until the server had accepted them all
+    idle_holders: int | None = None  # holder processes (one holds at most bench.holder.PER_HOLDER)
+    idle_sources: int | None = None  # client source addresses (one takes at most bench.holder.PER_ADDRESS)
+    idle_server_rss_before_kib: int | None = None  # the server's resident set (all processes) just before ...
+    idle_server_rss_kib: int | None = None  # ... and with the idle connections accepted, before any wrk run
+    idle_server_kib_per_connection: float | None = None  # the difference over idle_held
+    idle_holder_kib_per_connection: float | None = None  # the holders' resident set growth over idle_held
+    # Slab caches + TCP buffers, machine-wide (both ends of every connection: one kernel), growth over idle_held
+    idle_kernel_kib_per_connection: float | None = None
 
     @property
     def wrk_errors(self) -> int:

@@ -15,30 +15,38 @@ from __future__ import annotations
 
 import http.client
 import math
+import resource
 import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import verify, wrk
+from bench import procfs, verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
-from bench.holder import IdleConnections, established_at
+from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
 from bench.runners import Runner, ServerUsage, WrkRun
 from netns import ns
 from netns.config import Topology
-from netns.topology import counters
+from netns.topology import add_client_addresses, counters, remove_client_addresses
 from servers.base import UNSUPPORTED_EXIT
 from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
-IDLE_SETTLE_S = 10.0
+IDLE_SETTLE_S = 10.0  # for the server to accept the idle connections the holders have opened ...
+IDLE_SETTLE_PER_S = 10_000  # ... plus a second per this many of them
 SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server holds besides connections
+# Models that spread connections over worker processes; bench gives them as many as the point needs.
+MULTI_PROCESS = ("reuseport", REFERENCE_SERVER)
+# A worker is planned for this share of its open-file limit at most: the kernel spreads connections
+# over SO_REUSEPORT listeners by a hash, not evenly.
+WORKER_FILL = 0.8
+THREAD_HEADROOM = 2_000  # tasks left to the rest of the machine when a model wants a thread per connection
 PROFILE_LEAD_S = 0.5  # wrk's connection set-up, before perf starts counting
 PROFILE_TAIL_S = 1.0  # wrk outlasts perf, so perf never samples a server winding down
 SYSCALL_WINDOW_S = 1.5
@@ -58,23 +66,43 @@ class ProfilePlan:
     on_profile: Callable[[ServerProfile], None]
 
 
+@dataclass(frozen=True)
+class HostLimits:
+    """What the host lets one server have: past these, a point is unsupported, not failed."""
+
+    open_files: int  # per process: the RLIMIT_NOFILE every server inherits from bench
+    threads: int  # threads one model may start (the kernel's limit less THREAD_HEADROOM)
+    threads_because: str  # the kernel setting that sets it
+
+
+def open_file_limit() -> int:
+    """The open-file limit the servers inherit (bench raised its soft limit to the hard one at start)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def host_limits() -> HostLimits:
+    threads, because = procfs.thread_limit()
+    return HostLimits(open_file_limit(), threads - THREAD_HEADROOM, because)
+
+
 def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Callable[[Record], None],
               profiling: ProfilePlan | None = None) -> None:
     """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
     each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
+    limits = host_limits()
     try:
         for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
             points = list(points)
-            runs_here = run_group(runner, topo, config, points, on_record)
+            runs_here = run_group(runner, topo, config, points, on_record, limits)
             profiled = max(points, key=lambda p: p.connections)
-            if profiling is not None and runs_here and unsupported(profiled) is None:
+            if profiling is not None and runs_here and unsupported(profiled, limits) is None:
                 profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
     finally:
         runner.stop()
 
 
 def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
-              on_record: Callable[[Record], None]) -> bool:
+              on_record: Callable[[Record], None], limits: HostLimits) -> bool:
     """The points of one (server, workload), with one server started for them (again if it dies).
     False when the server said it cannot run here (its points are recorded unsupported)."""
     session: ServerSession | None = None
@@ -82,7 +110,7 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
     warmed: set[int] = set()
     try:
         for point in points:
-            if reason := unsupported(point):
+            if reason := unsupported(point, limits):
                 on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
                                  status="unsupported", failure=reason, started_at=now()))
                 continue
@@ -107,7 +135,8 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status=status, failure=str(failure), started_at=now())
             if session is not None and session.idle is not None:
-                record.idle_held, record.idle_on_server = session.idle.held, session.idle.on_server
+                for name, value in session.idle.figures.items():
+                    setattr(record, name, value)
             on_record(record)
     finally:
         if session is not None:
@@ -142,23 +171,55 @@ def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Po
     return profile
 
 
-def unsupported(point: Point) -> str | None:
-    """Why the point's model cannot serve it by design (reported as such, never run), else None."""
+def unsupported(point: Point, limits: HostLimits) -> str | None:
+    """Why the point's model cannot serve it, by design or on this host (reported as such, never run), else None."""
     path = point.workload.path
     if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
         return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
-    descriptors = point.workload.idle + point.connections + SERVER_SPARE_FDS
+    connections = point.workload.idle + point.connections
+    need = f"{point.workload.idle:,} idle + {point.connections} active connections need"
+    descriptors = connections + SERVER_SPARE_FDS
     if point.server == "select" and descriptors > FD_SETSIZE:
         return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "
-                f"{point.workload.idle} idle + {point.connections} active connections need about {descriptors}")
-    return None
+                f"{need} about {descriptors:,}")
+    reasons = []
+    if point.server not in MULTI_PROCESS and descriptors > limits.open_files:
+        reasons.append(f"one process may open {limits.open_files:,} files on this host (its RLIMIT_NOFILE, "
+                       f"raised to the hard limit) and {need} about {descriptors:,}; only the multi-process "
+                       f"models ({', '.join(MULTI_PROCESS)}) spread them over more processes")
+    if point.server == "threaded" and connections > limits.threads:
+        reasons.append(f"a thread per connection: {connections:,} threads, and this kernel allows about "
+                       f"{limits.threads:,} to one model ({limits.threads_because}, less {THREAD_HEADROOM:,} "
+                       f"for the rest of the machine)")
+    return "; ".join(reasons) or None
+
+
+def server_workers(point: Point, open_files: int) -> int | None:
+    """Processes a multi-process server needs for the point's connections to fit under each one's
+    open-file limit; None: its default (one nginx worker, a reuseport worker per CPU) will do."""
+    if point.server not in MULTI_PROCESS:
+        return None
+    per_worker = int((open_files - SERVER_SPARE_FDS) * WORKER_FILL)
+    needed = math.ceil((point.workload.idle + point.connections) / per_worker)
+    return needed if needed > 1 else None
 
 
 @dataclass
 class Idle:
-    connections: IdleConnections
-    held: int
-    on_server: int
+    """The idle connections of a session, and what opening them cost."""
+
+    topo: Topology
+    extra_addresses: int  # added to the client for this session, removed with it
+    connections: IdleConnections | None = None
+    figures: dict[str, float | int | None] = field(default_factory=dict)  # Record fields (idle_*)
+
+    def close(self) -> None:
+        try:
+            if self.connections is not None:
+                self.connections.close()
+        finally:
+            if self.extra_addresses:
+                remove_client_addresses(self.topo)
 
 
 class ServerSession:
@@ -186,7 +247,7 @@ class ServerSession:
         try:
             self.port = start_verified(self.runner, self.topo, self.config, self.point, self.profiled)
             if self.point.workload.idle:
-                self.idle = hold_idle(self.topo, self.port, self.point.workload.idle)
+                self.idle = hold_idle(self.runner, self.topo, self.port, self.point.workload.idle)
         except (PointFailed, BenchError):
             self.stop()
             raise
@@ -200,27 +261,50 @@ class ServerSession:
 
     def close_idle(self) -> None:
         if self.idle is not None:
-            self.idle.connections.close()
-            self.idle = None
+            idle, self.idle = self.idle, None
+            idle.close()
 
     def stop(self) -> None:
         self.close_idle()
         self.runner.stop_server()
 
 
-def hold_idle(topo: Topology, port: int, count: int) -> Idle:
-    """Open `count` idle connections from the client namespace and count them at the server's port."""
-    connections = IdleConnections(topo.client_ns, topo.server_addr, port, count)
+def hold_idle(runner: Runner, topo: Topology, port: int, count: int, per_holder: int = PER_HOLDER,
+              per_address: int = PER_ADDRESS) -> Idle:
+    """Open `count` idle connections from the client namespace (as many holders and source addresses as
+    the limits need), wait until the server has accepted them, and measure what they cost."""
+    extra = addresses_needed(count, per_address) - 1
+    server_before, kernel_before = runner.server_usage().rss_kib, procfs.kernel_socket_kib()
+    started = time.monotonic()
+    idle = Idle(topo, extra)
     try:
-        held = connections.open().held
-        # The server side lags by an accept loop: give it a bounded moment to see them all.
-        deadline = time.monotonic() + IDLE_SETTLE_S
-        while (on_server := established_at(topo.server_ns, port)) < held and time.monotonic() < deadline:
+        sources = [topo.client_addr, *(add_client_addresses(topo, extra) if extra else [])]
+        idle.connections = IdleConnections(topo.client_ns, topo.server_addr, port, count, sources, topo.server_ns,
+                                           per_holder, per_address)
+        report = idle.connections.open()
+        # The server side lags by its accept loop: give it a bounded moment to take them all.
+        deadline = time.monotonic() + IDLE_SETTLE_S + count / IDLE_SETTLE_PER_S
+        while ((on_server := established_at(topo.server_ns, port)) < report.held
+               or accept_queue(topo.server_ns, port)) and time.monotonic() < deadline:
             time.sleep(0.2)
+        opened_s = time.monotonic() - started
+        server_after, kernel_after = runner.server_usage().rss_kib, procfs.kernel_socket_kib()
     except BaseException:
-        connections.close()
+        idle.close()
         raise
-    return Idle(connections, held, on_server)
+
+    def per_connection(kib: int) -> float | None:
+        return kib / report.held if report.held else None
+
+    idle.figures = {
+        "idle_held": report.held, "idle_on_server": on_server, "idle_open_s": opened_s,
+        "idle_holders": len(idle.connections.chunks), "idle_sources": extra + 1,
+        "idle_server_rss_before_kib": server_before, "idle_server_rss_kib": server_after,
+        "idle_server_kib_per_connection": per_connection(server_after - server_before),
+        "idle_holder_kib_per_connection": per_connection(report.rss_kib - report.rss_kib_before),
+        "idle_kernel_kib_per_connection": per_connection(kernel_after - kernel_before),
+    }
+    return idle
 
 
 def free_port(topo: Topology) -> int:
@@ -234,7 +318,7 @@ def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: P
                    profiled: bool = False) -> int:
     """Start the point's server and check its answers; its port, or PointFailed saying why it is unusable."""
     port = free_port(topo)
-    runner.start_server(point.server, topo.server_addr, port, profiled)
+    runner.start_server(point.server, topo.server_addr, port, profiled, server_workers(point, open_file_limit()))
     problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
     if problem is None:
         try:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+
+# Extra client source addresses (idle connections past one address's 64k ports) sit in the client's
+# prefix at interface ids ::5a5a:0:N, N = 1..MAX_EXTRA_ADDRESSES: whatever carries one of them on our
+# client interface is ours (see netns/topology.py).
+EXTRA_BLOCK = 0x5A5A_0000_0000
+MAX_EXTRA_ADDRESSES = 64
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,13 @@ class Topology:
             (self.server_ns, self.server_if, self.server_addr),
             (self.client_ns, self.client_if, self.client_addr),
         ]
+
+    def extra_client_addrs(self, count: int = MAX_EXTRA_ADDRESSES) -> list[str]:
+        """The first `count` extra client source addresses (`count` at most MAX_EXTRA_ADDRESSES)."""
+        if not 0 <= count <= MAX_EXTRA_ADDRESSES:
+            raise ValueError(f"at most {MAX_EXTRA_ADDRESSES} extra client addresses, not {count}")
+        base = ipaddress.IPv6Network(f"{self.client_addr}/{self.prefix}", strict=False).network_address + EXTRA_BLOCK
+        return [str(base + n) for n in range(1, count + 1)]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 
 `up` (the default) creates namespaces sk-server and sk-client joined by the veth
 pair swissknife0/swissknife1 with fd00:5a::1/64 and fd00:5a::2/64; run again, it
-repairs whatever is missing or wrong. `down` removes exactly that. `status`
+repairs whatever is missing or wrong. `down` removes exactly that, and the
+extra client source addresses bench adds for large idle-connection runs. `status`
 describes it (`--json` for machines) and exits non-zero unless it is healthy.
 """
 
@@ -93,6 +94,9 @@ def describe(report) -> str:
             f"{' '.join(link.addresses) or 'no address'} qdisc {link.qdisc or 'none'} "
             f"rx {link.rx_bytes} B/{link.rx_packets} pkts tx {link.tx_bytes} B/{link.tx_packets} pkts"
         )
+        if link.extra_addresses:
+            lines.append(f"{link.namespace}:{link.name}: {len(link.extra_addresses)} extra client address(es) "
+                         f"for idle connections: {' '.join(link.extra_addresses)}")
     if report.client_sysctls:
         lines.append("client sysctls: " + ", ".join(f"{k} = {v}" for k, v in report.client_sysctls.items()))
     lines.append(f"reachability: {report.reachability}")

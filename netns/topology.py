@@ -8,6 +8,10 @@ common to both lines are used (IPRoute, NetNS(name, flags=0), netns.*).
 Ownership: a namespace is ours when the alias of its `lo` is OWNER_ALIAS; a
 link is ours when its alias is OWNER_ALIAS. `down` removes only what carries
 that mark, so a same-named namespace made by someone else is never deleted.
+An extra client address (`add_client_addresses`, for idle connections past one
+source address's ports) is ours when it is one of `Topology.extra_client_addrs()`
+as a /128 on our client link: `up` keeps it (any other address there is stray and
+removed), `status` lists it apart, `down` removes it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from netns.config import Shaping, Topology
 
 OWNER_ALIAS = "swissknife-testbed"
 IFA_F_NODAD = 0x02  # add IPv6 addresses without duplicate-address detection (no 1.5 s wait)
+EXTRA_PREFIX = 128  # the primary address's prefix already routes the extra ones
+FOREVER = 2**32 - 1  # an address lifetime that never runs out
 ROOT_QDISC = 0xFFFFFFFF
 IFF_UP = 0x1
 SHAPING_HANDLE = 0x10000  # 1:
@@ -53,7 +59,8 @@ class LinkStatus:
     kind: str = ""
     state: str = ""
     mtu: int = 0
-    addresses: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)  # the topology's own and strays
+    extra_addresses: list[str] = field(default_factory=list)  # extra client source addresses (ours)
     qdisc: str = ""
     rx_bytes: int = 0
     tx_bytes: int = 0
@@ -261,7 +268,8 @@ def _ensure_end(ipr: IPRoute, namespace: str, ifname: str, address: str, topo: T
         changes.append(f"set mtu {topo.mtu} on {ifname}")
     wanted = (address, topo.prefix)
     present = _global_addresses(ipr, index)
-    for stray in (a for a in present if a != wanted):
+    extras = _extras(topo, ifname, present)
+    for stray in (a for a in present if a != wanted and a[0] not in extras):
         ipr.addr("del", index=index, address=stray[0], prefixlen=stray[1])
         changes.append(f"removed stray address {stray[0]}/{stray[1]} from {ifname}")
     if wanted not in present:
@@ -272,6 +280,48 @@ def _ensure_end(ipr: IPRoute, namespace: str, ifname: str, address: str, topo: T
             ipr.link("set", index=up_index, state="up")
             changes.append(f"brought {name} up in {namespace}")
     return changes
+
+
+def _extras(topo: Topology, ifname: str, present: list[tuple[str, int]]) -> list[str]:
+    """The extra client addresses among `present` (only the client link carries them)."""
+    if ifname != topo.client_if:
+        return []
+    found = {a for a, prefix in present if prefix == EXTRA_PREFIX}
+    return [a for a in topo.extra_client_addrs() if a in found]  # in their own order, not the kernel's
+
+
+def add_client_addresses(topo: Topology, count: int) -> list[str]:
+    """Make sure the first `count` extra client addresses are on the client link; returns them.
+
+    Deprecated on purpose (preferred lifetime 0): a connection that does not bind one never gets one
+    as its source, so wrk and everything else keep using the client address; the idle-connection
+    holders bind them explicitly.
+    """
+    wanted = topo.extra_client_addrs(count)
+    with _ipr(topo.client_ns) as ipr:
+        link = _find_link(ipr, topo.client_if)
+        if link is None or _attr(link, "IFLA_IFALIAS") != OWNER_ALIAS:
+            raise TopologyError(f"{topo.client_if} (swissknife's) not found in {topo.client_ns}")
+        present = {a for a, _ in _global_addresses(ipr, link["index"])}
+        for address in (a for a in wanted if a not in present):
+            # Both spellings of the lifetimes: pyroute2 0.7 reads cacheinfo's, 0.9 the keywords.
+            ipr.addr("add", index=link["index"], address=address, prefixlen=EXTRA_PREFIX, flags=IFA_F_NODAD,
+                     preferred=0, valid=FOREVER, cacheinfo={"preferred": 0, "valid": FOREVER})
+    return wanted
+
+
+def remove_client_addresses(topo: Topology) -> list[str]:
+    """Remove every extra client address; returns those removed."""
+    if _namespace_state(topo.client_ns) != "ours":
+        return []
+    with _ipr(topo.client_ns) as ipr:
+        link = _find_link(ipr, topo.client_if)
+        if link is None:
+            return []
+        extras = _extras(topo, topo.client_if, _global_addresses(ipr, link["index"]))
+        for address in extras:
+            ipr.addr("del", index=link["index"], address=address, prefixlen=EXTRA_PREFIX)
+    return extras
 
 
 def _ensure_shaping(ipr: IPRoute, ifname: str, shaping: Shaping) -> list[str]:
@@ -317,6 +367,8 @@ def _describe(shaping: Shaping) -> str:
 def down(topo: Topology) -> tuple[list[str], list[str]]:
     """Remove what `up` made; returns (removed, refused)."""
     removed, refused = [], []
+    if extras := remove_client_addresses(topo):
+        removed.append(f"removed {len(extras)} extra client address(es) from {topo.client_if}")
     for name in (topo.server_ns, topo.client_ns):
         state = _namespace_state(name)
         if state == "ours":
@@ -327,7 +379,7 @@ def down(topo: Topology) -> tuple[list[str], list[str]]:
     return removed, refused
 
 
-def _link_status(namespace: str, ifname: str) -> LinkStatus:
+def _link_status(topo: Topology, namespace: str, ifname: str) -> LinkStatus:
     status = LinkStatus(name=ifname, namespace=namespace)
     if namespace not in netns.listnetns():
         return status
@@ -341,7 +393,10 @@ def _link_status(namespace: str, ifname: str) -> LinkStatus:
         status.kind = _link_kind(link)
         status.state = _attr(link, "IFLA_OPERSTATE", "")
         status.mtu = _attr(link, "IFLA_MTU", 0)
-        status.addresses = [f"{a}/{p}" for a, p in _global_addresses(ipr, link["index"])]
+        present = _global_addresses(ipr, link["index"])
+        extras = _extras(topo, ifname, present)
+        status.addresses = [f"{a}/{p}" for a, p in present if a not in extras]
+        status.extra_addresses = [f"{a}/{EXTRA_PREFIX}" for a in extras]
         status.qdisc = _root_qdisc(ipr, link["index"])
         for counter in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
             setattr(status, counter, stats[counter])
@@ -350,7 +405,7 @@ def _link_status(namespace: str, ifname: str) -> LinkStatus:
 
 def counters(topo: Topology) -> dict[str, int]:
     """rx/tx bytes and packets of the server end (swissknife0)."""
-    link = _link_status(topo.server_ns, topo.server_if)
+    link = _link_status(topo, topo.server_ns, topo.server_if)
     if not link.present:
         raise TopologyError(f"{topo.server_if} not found in {topo.server_ns}")
     return {k: getattr(link, k) for k in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")}
@@ -358,7 +413,7 @@ def counters(topo: Topology) -> dict[str, int]:
 
 def status(topo: Topology, probe: bool = True) -> TopologyStatus:
     namespaces = {name: _namespace_state(name) for name in (topo.server_ns, topo.client_ns)}
-    links = [_link_status(namespace, ifname) for namespace, ifname, _ in topo.ends()]
+    links = [_link_status(topo, namespace, ifname) for namespace, ifname, _ in topo.ends()]
     problems = [f"namespace {n} is {s}" for n, s in namespaces.items() if s != "ours"]
     for link, (_, _, address) in zip(links, topo.ends(), strict=False):
         if not link.present:
@@ -368,6 +423,8 @@ def status(topo: Topology, probe: bool = True) -> TopologyStatus:
             problems.append(f"{link.name} is {link.state or 'down'}")
         if f"{address}/{topo.prefix}" not in link.addresses:
             problems.append(f"{link.name} lacks {address}/{topo.prefix}")
+        problems += [f"stray address {stray} on {link.name} (up removes it)"
+                     for stray in link.addresses if stray != f"{address}/{topo.prefix}"]
     client_sysctls = read_sysctls(topo.client_ns, CLIENT_SYSCTLS) if namespaces[topo.client_ns] == "ours" else {}
     problems += [f"{key} is {client_sysctls[key]!r} in {topo.client_ns}, not {value!r}"
                  for key, value in CLIENT_SYSCTLS.items() if client_sysctls and client_sysctls[key] != value]

@@ -202,6 +202,7 @@ def test_compose_services_follow_the_namespace_rules(compose_config):
         sockets = [v for v in svc["volumes"] if v["target"] == "/var/run/docker.sock"]
         assert bool(sockets) == (name == "bench"), f"only bench may hold the Docker socket, not {name}"
     assert services["bench"]["environment"]["BENCH_PROFILE"] == "quick"
+    assert "NET_ADMIN" in services["bench"]["cap_add"], "bench adds the idle runs' extra client addresses"
 
 
 def test_bench_entrypoint_maps_the_environment_and_keeps_the_exit_status(client, image, compose_config):

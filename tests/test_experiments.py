@@ -41,6 +41,8 @@ def test_the_holder_connections_are_held_and_counted_by_the_server(idle_run) -> 
         assert held["status"] == "ok", held["failure"]
         assert held["idle_held"] == 400 and held["idle_on_server"] == 400
         assert held["connections"] == 32 and held["requests"] > 0
+        assert (held["idle_holders"], held["idle_sources"]) == (1, 1) and held["idle_open_s"] > 0
+        assert held["idle_server_rss_kib"] > 0 and held["idle_server_kib_per_connection"] is not None
     (big,) = records_of(results, "epoll", "idle-1100")
     assert big["status"] == "ok" and big["idle_held"] == big["idle_on_server"] == 1100
 
@@ -49,7 +51,7 @@ def test_select_beyond_fd_setsize_is_unsupported_with_its_reason(idle_run) -> No
     _, results = idle_run
     (select,) = records_of(results, "select", "idle-1100")
     assert select["status"] == "unsupported"
-    assert "FD_SETSIZE (1024)" in select["failure"] and "1100 idle + 32 active" in select["failure"]
+    assert "FD_SETSIZE (1024)" in select["failure"] and "1,100 idle + 32 active" in select["failure"]
     assert select["requests"] is None  # not run, and not a zero
 
 
@@ -60,8 +62,11 @@ def test_idle_report_section_quotes_numbers_from_the_results(idle_run) -> None:
     first, last = records_of(results, "epoll", "idle-0")[0], records_of(results, "epoll", "idle-1100")[0]
     assert f"{first['requests_per_s']:,.0f} → {last['requests_per_s']:,.0f} requests/s" in report
     assert "select unsupported from 1,100 idle connections" in report
-    for figure in ("requests", "latency", "cpu"):
+    for figure in ("requests", "latency", "cpu", "memory", "opening"):
         assert (out / "plots" / f"idle-connections-{figure}.png").stat().st_size > 0
+    kib = records_of(results, "epoll", "idle-1100")[0]["idle_server_kib_per_connection"]
+    assert "### server KiB per idle connection (resident set, all processes)" in report
+    assert f"epoll {kib:,.2f} KiB at 1,100" in report
 
 
 HANDLER_WORKLOADS = ("sleep-5", "cpu-200", "bytes-64k", "pipeline-16", "churn")

@@ -7,11 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bench import verify
+from bench.runners import ProcessRunner
+from bench.sweep import free_port, hold_idle
 from netns import ns
+from netns.config import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +74,8 @@ def test_holder_holds_k_connections_counted_by_the_server() -> None:
         fds_before = len(os.listdir(f"/proc/{server.pid}/fd"))
         holder = hold(2000)
         report = json.loads(holder.stdout.readline())
-        assert report == {"requested": 2000, "held": 2000, "failed": 0, "errors": {}, "seconds": report["seconds"]}
+        assert report == report | {"requested": 2000, "held": 2000, "failed": 0, "errors": {}}
+        assert report["rss_kib"] > report["rss_kib_before"] > 0  # its own memory, before and holding them
         assert settle(2000, established_on_server) == 2000
         assert settle(fds_before + 2000, lambda: len(os.listdir(f"/proc/{server.pid}/fd"))) == fds_before + 2000
         assert stop(holder) == {"closed_by_server": 0}
@@ -92,3 +98,52 @@ def test_select_server_hangs_up_on_descriptors_past_fd_setsize() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def server_side_peers(port: int) -> Counter[str]:
+    """Established connections at the server's `port`, counted by the client address they come from."""
+    state = ns.run("sk-server", ["ss", "-Htn", "state", "established", f"sport = :{port}"],
+                   capture_output=True, text=True, check=True)
+    return Counter(line.split()[-1].rsplit(":", 1)[0] for line in state.stdout.splitlines())
+
+
+def connections_of(pid: int) -> int:
+    """The sockets process `pid` holds, less its listener: the connections it has accepted."""
+    fds = f"/proc/{pid}/fd"
+    return sum(os.readlink(f"{fds}/{fd}").startswith("socket:") for fd in os.listdir(fds)) - 1
+
+
+def extra_addresses() -> list[str]:
+    done = subprocess.run([sys.executable, str(ROOT / "netns" / "setup.py"), "status", "--json"],
+                          capture_output=True, text=True, timeout=30)
+    report = json.loads(done.stdout)
+    assert report["healthy"], report["problems"]  # the extra addresses are ours, not strays
+    return report["links"][1]["extra_addresses"]
+
+
+def test_past_one_holder_and_one_address_several_of_each_hold_them_all_and_the_server_counts_every_one() -> None:
+    """300 connections with room for 100 per holder and 200 per source address: 3 holders, 2 addresses."""
+    topo = Topology()
+    runner = ProcessRunner(topo, server_cpus=(0,), client_cpu=1)
+    port = free_port(topo)
+    try:
+        runner.start_server("epoll", topo.server_addr, port)
+        assert verify.wait_until_answering(topo, port, runner.server_exit_code, 10) is None
+        (server_pid,) = runner.server_pids()
+        idle = hold_idle(runner, topo, port, 300, per_holder=100, per_address=200)
+        try:
+            figures = idle.figures
+            assert (figures["idle_held"], figures["idle_on_server"]) == (300, 300)
+            assert (figures["idle_holders"], figures["idle_sources"]) == (3, 2)
+            assert [p.poll() for p in idle.connections.processes] == [None] * 3  # all three still hold theirs
+            extra = topo.extra_client_addrs(1)[0]
+            assert server_side_peers(port) == {f"[{topo.client_addr}]": 200, f"[{extra}]": 100}
+            assert settle(300, lambda: connections_of(server_pid)) == 300  # accepted, not just queued
+            assert extra_addresses() == [f"{extra}/128"]
+            assert figures["idle_server_rss_kib"] > 0 and figures["idle_server_kib_per_connection"] is not None
+        finally:
+            idle.close()
+        assert extra_addresses() == []
+        assert settle(0, lambda: sum(server_side_peers(port).values())) == 0
+    finally:
+        runner.stop()

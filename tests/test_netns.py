@@ -237,6 +237,38 @@ def test_custom_names_and_addresses() -> None:
     assert not {"skt-a", "skt-b"} & namespaces()
 
 
+def test_extra_client_addresses_are_kept_by_up_listed_by_status_and_removed_by_down() -> None:
+    """On custom names, so the default topology stays up."""
+    from netns.config import Topology
+    from netns.topology import add_client_addresses
+
+    custom = ["--server-ns", "skt-c", "--client-ns", "skt-d", "--server-if", "sktest2", "--client-if", "sktest3",
+              "--server-addr", "fd00:5c::1", "--client-addr", "fd00:5c::2"]
+    topo = Topology("skt-c", "skt-d", "sktest2", "sktest3", "fd00:5c::1", "fd00:5c::2")
+    try:
+        assert setup_cli("up", *custom).returncode == 0
+        added = add_client_addresses(topo, 2)
+        assert added == ["fd00:5c::5a5a:0:1", "fd00:5c::5a5a:0:2"] and add_client_addresses(topo, 2) == added
+        subprocess.run(["ip", "-n", "skt-d", "addr", "add", "fd00:5c::99/64", "dev", "sktest3", "nodad"], check=True)
+        report = json.loads(setup_cli("status", "--json", *custom).stdout)
+        client_end = report["links"][1]
+        assert client_end["extra_addresses"] == [f"{a}/128" for a in added]
+        assert report["problems"] == ["stray address fd00:5c::99/64 on sktest3 (up removes it)"]
+        repaired = setup_cli("up", *custom)
+        assert repaired.stdout.splitlines()[0] == "removed stray address fd00:5c::99/64 from sktest3", repaired.stdout
+        report = json.loads(setup_cli("status", "--json", *custom).stdout)
+        assert report["healthy"] and report["links"][1]["extra_addresses"] == [f"{a}/128" for a in added]
+        # Deprecated, so a connection that binds nothing still leaves from the client address.
+        listing = ns.run("skt-d", ["ip", "-6", "route", "get", "fd00:5c::1"], capture_output=True, text=True,
+                         check=True).stdout
+        assert "src fd00:5c::2 " in listing, listing
+        removed = setup_cli("down", *custom)
+        assert "removed 2 extra client address(es) from sktest3" in removed.stdout, removed.stdout
+    finally:
+        setup_cli("down", *custom)
+    assert not {"skt-c", "skt-d"} & namespaces()
+
+
 def test_not_root_says_how() -> None:
     # The system interpreter: a user without root may not be able to read a venv under /root.
     result = setup_cli("up", python="/usr/bin/python3", user=65534)

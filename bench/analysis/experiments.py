@@ -7,12 +7,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.analysis import plots
-from bench.analysis.metrics import FIGURES
+from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
+from bench.analysis.tables import table
 from bench.config import EXPERIMENTS, REFERENCE_SERVER, Experiment
 from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
+FLAT_SHARE = 0.8  # a model that kept this share of its throughput along the axis "stayed flat"
 
 
 def members(experiment: Experiment, workloads: list[dict]) -> list[dict]:
@@ -38,6 +40,15 @@ def shown(workloads: list[dict], cells: list[Cell]) -> list[Experiment]:
             (e.axis == "connections" or len({c.connections for c in axis_points(e, workloads, cells)}) > 1)]
 
 
+def measured(metrics: list[Metric], points: list[Cell]) -> bool:
+    return any(c.stats[m.key] is not None for c in points for m in metrics)
+
+
+def drawn_figures(experiment: Experiment, points: list[Cell]) -> dict[str, list[Metric]]:
+    """The experiment's figures that have something to draw (older runs lack the newer metrics)."""
+    return {name: panels for name, panels in figures(experiment.name).items() if measured(panels, points)}
+
+
 def draw(workloads: list[dict], cells: list[Cell], directory: Path) -> list[Path]:
     """One figure set per shown experiment whose axis is not the connection count."""
     paths = []
@@ -45,7 +56,7 @@ def draw(workloads: list[dict], cells: list[Cell], directory: Path) -> list[Path
         if experiment.axis == "connections":
             continue
         points = axis_points(experiment, workloads, cells)
-        for figure, panels in FIGURES.items():
+        for figure, panels in drawn_figures(experiment, points).items():
             path = plots.figure_path(directory, experiment.name, figure)
             plots.draw(experiment.name, points, panels, path, x_label=AXIS_LABELS[experiment.axis])
             paths.append(path)
@@ -63,7 +74,12 @@ def sections(workloads: list[dict], cells: list[Cell], plot_dir: Path, report_di
         else:
             points = axis_points(experiment, workloads, cells)
             lines += [paragraph_along_axis(experiment, points), ""]
-            for figure in FIGURES:
+            if costs := paragraph_of_idle_costs(experiment, points):
+                lines += [costs, ""]
+            for metric in (m for m in tabled(experiment.name) if measured([m], points)):
+                heading = f"{{:,}} {AXIS_LABELS[experiment.axis]}".format
+                lines += [f"### {metric.table}", "", *table(points, metric.key, heading), ""]
+            for figure in drawn_figures(experiment, points):
                 path = plots.figure_path(plot_dir, experiment.name, figure).relative_to(report_dir)
                 lines += [f"![{experiment.name} {figure}]({path.as_posix()})", ""]
     return lines
@@ -105,12 +121,17 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
         first, last = measured[0], measured[-1]
         changes.append((rps(last) / rps(first), server, first, last))
     changes.sort(reverse=True)
+    flat = [f"{server} to {last.connections:,}" for ratio, server, _, last in
+            sorted(changes, key=lambda change: (-change[3].connections, change[1])) if ratio >= FLAT_SHARE]
     parts = [f"{server}{' (reference)' if server == REFERENCE_SERVER else ''} "
              f"{f'kept {ratio:.0%} of its throughput' if ratio < 1 else f'multiplied its throughput by {ratio:.2f}'} "
              f"({rps(first):,.0f} → {rps(last):,.0f} requests/s at {first.connections:,} → {last.connections:,}; "
              f"CPU {median(first, 'cpu_us_per_request'):,.1f} → {median(last, 'cpu_us_per_request'):,.1f} µs/request)"
              for ratio, server, first, last in changes]
     text = f"From {low:,} to {high:,} {label}: " + ("; ".join(parts) if parts else "too few points to compare") + "."
+    if flat:
+        text += (f" Flat (at least {FLAT_SHARE:.0%} of the throughput kept) up to the most {label} each was run "
+                 f"with: {', '.join(flat)}.")
     if breaks:
         text += " Where a model breaks: " + "; ".join(breaks) + "."
     return text
@@ -249,3 +270,35 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
         for server in servers:
             lines += [gil_paragraph(runs, workload, server), ""]
     return lines
+
+
+def paragraph_of_idle_costs(experiment: Experiment, points: list[Cell]) -> str | None:
+    """What an idle connection cost each model (memory, here and on the client side; the time to open
+    them), at the most it held; None for other experiments and for runs that did not measure it."""
+    if not measured(tabled(experiment.name), points):
+        return None
+    label = AXIS_LABELS[experiment.axis]
+    tops = []
+    for server in dict.fromkeys(c.server for c in points):
+        served = [c for c in points if c.server == server and median(c, "idle_server_kib_per_connection") is not None]
+        if served:
+            tops.append(max(served, key=lambda c: c.connections))
+    if not tops:
+        return None
+    tops.sort(key=lambda c: median(c, "idle_server_kib_per_connection"))
+    text = (f"What one of the {label} costs, at the most each model held (resident set growth of all the server's "
+            f"processes while they were opened, over their number): " +
+            ", ".join(f"{c.server} {median(c, 'idle_server_kib_per_connection'):,.2f} KiB at {c.connections:,}"
+                      for c in tops) + ".")
+    for key, what in (("idle_holder_kib_per_connection", "the holders on the client side"),
+                      ("idle_kernel_kib_per_connection", "the kernel (slab and TCP buffers for both ends, "
+                                                         "machine-wide)")):
+        values = [v for c in tops if (v := median(c, key)) is not None]
+        if values:
+            text += f" Beside that, {what}: {min(values):,.2f}–{max(values):,.2f} KiB per connection."
+    most = max(c.connections for c in tops)
+    opened = [f"{c.server} {median(c, 'idle_open_s'):,.1f} s" for c in tops
+              if c.connections == most and median(c, "idle_open_s") is not None]
+    if opened:
+        text += f" Opening {most:,} until the server had accepted them all took {', '.join(opened)}."
+    return text

@@ -15,6 +15,7 @@ class Metric:
     table: str | None = None  # heading of its report.md table; None: plotted only
     divisor: float = 1  # record unit -> table unit
     decimals: int = 0  # in the table
+    experiment: str | None = None  # measured for this experiment's workloads only: tabled and drawn against its axis
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
@@ -28,9 +29,35 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("engine_cpu_share", "container engine CPU (CPUs' worth)", "engine", "load",
            table="container engine CPU while wrk ran (CPUs' worth: dockerd, containerd, shims, runc)", decimals=3),
     Metric("other_cpu_share", "other processes' CPU (CPUs' worth)", "other", "load"),
+    # What an idle connection costs: resident set growth while they were opened, over their number.
+    Metric("idle_server_kib_per_connection", "server KiB per idle connection", "srv KiB/idle", "memory",
+           table="server KiB per idle connection (resident set, all processes)", decimals=2,
+           experiment="idle-connections"),
+    Metric("idle_holder_kib_per_connection", "holder KiB per idle connection", "hold KiB/idle", "memory",
+           table="holder KiB per idle connection (client side)", decimals=2, experiment="idle-connections"),
+    Metric("idle_kernel_kib_per_connection", "kernel KiB per idle connection (both ends)", "kern KiB/idle",
+           "memory", table="kernel KiB per idle connection (slab + TCP buffers, both ends, machine-wide)",
+           decimals=2, experiment="idle-connections"),
+    Metric("idle_open_s", "seconds to open the idle connections", "open s", "opening",
+           table="seconds to open the idle connections (until the server accepted them all)", decimals=1,
+           experiment="idle-connections"),
 )}
-TABLED = [m for m in METRICS.values() if m.table]
-# figure name -> the metrics drawn in it, one panel each
-FIGURES: dict[str, list[Metric]] = {}
-for _metric in METRICS.values():
-    FIGURES.setdefault(_metric.figure, []).append(_metric)
+
+
+def tabled(experiment: str | None = None) -> list[Metric]:
+    """The metrics with a table in a workload's section (None) or in `experiment`'s section."""
+    return [m for m in METRICS.values() if m.table and m.experiment == experiment]
+
+
+def figures(experiment: str | None = None) -> dict[str, list[Metric]]:
+    """figure name -> the metrics drawn in it, one panel each: every workload's figures, and with
+    `experiment` that experiment's own."""
+    found: dict[str, list[Metric]] = {}
+    for metric in METRICS.values():
+        if metric.experiment in (None, experiment):
+            found.setdefault(metric.figure, []).append(metric)
+    return found
+
+
+TABLED = tabled()
+FIGURES = figures()  # a workload's figures

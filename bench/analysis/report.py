@@ -6,48 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.analysis import experiments, plots
-from bench.analysis.metrics import FIGURES, METRICS, TABLED
-from bench.analysis.summary import Cell, Spread, median, summarize
+from bench.analysis.metrics import FIGURES, TABLED
+from bench.analysis.summary import Cell, median, summarize
+from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
 from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
 from bench.results import JSON_NAME, Profiling, Run, load, write_atomic
-
-CLIENT_BOUND_MARK = "†"
-DISTURBED_MARK = "‡"
-
-
-def number(value: float, divisor: float = 1, decimals: int = 0) -> str:
-    return f"{value / divisor:,.{decimals}f}"
-
-
-def spread_text(value: Spread, divisor: float, decimals: int) -> str:
-    return (f"{number(value.median, divisor, decimals)} "
-            f"[{number(value.low, divisor, decimals)}–{number(value.high, divisor, decimals)}]")
-
-
-def cell_text(cell: Cell | None, metric: str) -> str:
-    if cell is None:
-        return ""
-    value = cell.stats[metric]
-    if value is None:
-        return "unsupported" if cell.unsupported else "failed"
-    found = METRICS[metric]
-    marks = CLIENT_BOUND_MARK * bool(cell.client_bound) + DISTURBED_MARK * bool(cell.disturbed)
-    return spread_text(value, found.divisor, found.decimals) + (f" {marks}" if marks else "")
-
-
-def table(cells: list[Cell], metric: str) -> list[str]:
-    servers = list(dict.fromkeys(c.server for c in cells))
-    connections = sorted({c.connections for c in cells})
-    by_key = {(c.server, c.connections): c for c in cells}
-    lines = [f"| server | {' | '.join(f'{n} conn.' for n in connections)} |",
-             f"|---|{'---:|' * len(connections)}"]
-    for server in servers:
-        row = [cell_text(by_key.get((server, n)), metric) for n in connections]
-        lines.append(f"| {server} | {' | '.join(row)} |")
-    return lines
 
 
 def peak(cells: list[Cell], server: str) -> Cell | None:

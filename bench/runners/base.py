@@ -61,6 +61,7 @@ class ServerUsage:
     cpu_sys_s: float
     peak_rss_kib: int  # sum of each process's peak resident set
     processes: int
+    rss_kib: int  # resident set now, summed over the processes
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,11 @@ class Runner(Protocol):
     def server_python(self) -> dict:
         """PYTHON_PROBE's answer from the servers' interpreter as this runner runs it (BenchError if it cannot)."""
 
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
+                     workers: int | None = None) -> None:
         """Start server `kind` (or nginx) in the server namespace, pinned, listening on [host]:port;
-        `profiled`: with the interpreter options that show Python functions to perf."""
+        `profiled`: with the interpreter options that show Python functions to perf; `workers`: processes
+        of a multi-process model (None: its default)."""
 
     def server_exit_code(self) -> int | None:
         """None while the server runs, else how it ended."""
@@ -137,12 +140,14 @@ class Runner(Protocol):
 
 
 def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
-                   python_args: Sequence[str] = ()) -> list[str]:
-    """The server's argv; `python` with `python_args` runs the Python servers. nginx's files are
-    written into `scratch` by the command itself (bench.nginx), which then becomes nginx."""
+                   python_args: Sequence[str] = (), workers: int | None = None) -> list[str]:
+    """The server's argv; `python` with `python_args` runs the Python servers; `workers`: processes of nginx
+    or reuseport (None: their default). nginx's files are written into `scratch` by the command itself
+    (bench.nginx), which then becomes nginx."""
     if kind == REFERENCE_SERVER:
-        return [python, "-m", "bench.nginx", str(scratch), host, str(port)]
-    return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+        return [python, "-m", "bench.nginx", str(scratch), host, str(port), str(workers or 1)]
+    command = [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+    return command + ["--workers", str(workers)] if workers else command
 
 
 def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:

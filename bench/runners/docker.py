@@ -225,11 +225,12 @@ class DockerRunner:
         blocked = kind == IO_URING_KIND and self.engine_major >= IO_URING_SECCOMP_ENGINE
         return ["seccomp=unconfined"] if blocked else []
 
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
+                     workers: int | None = None) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
         python_args = self._support.args if self._support else ()
-        command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args)
+        command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args, workers)
         self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
                                     SERVER_CAPS, self.server_security(kind))
         self._server.start()
@@ -258,6 +259,9 @@ class DockerRunner:
             # to the container counts too, unlike the process runner's sum of VmHWM.
             peak_rss_kib=memory.get("max_usage", memory["usage"]) // 1024,
             processes=stats["pids_stats"]["current"],
+            # The cgroup's anonymous memory (v1 calls it rss, v2 anon): the processes' resident sets less
+            # their file pages.
+            rss_kib=memory["stats"].get("rss", memory["stats"].get("anon", memory["usage"])) // 1024,
         )
 
     def stop_server(self) -> None:

@@ -96,19 +96,21 @@ class ProcessRunner:
             return probe_answer(self.python, "on this host", 1, "", str(error))
         return probe_answer(self.python, "on this host", done.returncode, done.stdout, done.stderr)
 
-    def server_command(self, kind: str, host: str, port: int, scratch: Path) -> list[str]:
-        return server_command(kind, host, port, scratch, self.python, self._support.args if self._support else ())
+    def server_command(self, kind: str, host: str, port: int, scratch: Path, workers: int | None = None) -> list[str]:
+        return server_command(kind, host, port, scratch, self.python, self._support.args if self._support else (),
+                              workers)
 
     @cached_property
     def _python_support(self) -> PythonSupport:
         return python_perf_args(self.python)
 
-    def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
+    def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
+                     workers: int | None = None) -> None:
         self.stop_server()
         if profiled:
             self._support = profiled_support(kind, self._python_support)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-"))
-        command = self.server_command(kind, host, port, self._scratch)
+        command = self.server_command(kind, host, port, self._scratch, workers)
         with open(self._scratch / "server.log", "wb") as log:
             self._server = ns.popen(
                 self.topo.server_ns, _pinned(self.server_cpus, command), cwd=REPO_ROOT,
@@ -134,7 +136,7 @@ class ProcessRunner:
         tree = procfs.process_tree(self._server.pid)
         user_s, sys_s = procfs.tree_cpu_s(tree)
         return ServerUsage(user_s, sys_s, peak_rss_kib=sum(procfs.peak_rss_kib(s.pid) for s in tree),
-                           processes=len(tree))
+                           processes=len(tree), rss_kib=sum(procfs.rss_kib(s.pid) for s in tree))
 
     def stop_server(self) -> None:
         if self._server is not None:
