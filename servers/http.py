@@ -11,9 +11,20 @@ writes the `Response`s it gets back, in order:
 Requests may arrive a byte at a time or many per read (pipelining); answers
 come out in request order. HTTP/1.1 keeps the connection alive unless
 `Connection: close`; HTTP/1.0 keeps it only with `Connection: keep-alive`.
-Request bodies with Content-Length are read and discarded. Chunked request
+Request bodies with Content-Length are read and discarded; one over MAX_BODY
+is refused with 413. Chunked request
 bodies are refused with 411 Length Required: no route takes a body. Every
 answer with a status of 400 or more closes the connection after it is sent.
+
+Lines end with CRLF only. A bare LF, which RFC 9112 2.2 lets a recipient
+accept, is answered with 400 Bad Request here, as soon as it could end a head:
+one line-ending rule means a proxy in front can never disagree with this
+server about where a request ends (request smuggling), and a client sending
+LF-only requests gets a prompt answer instead of a connection that hangs.
+
+`feed` never raises: a malformed request is answered with its 4xx status, any
+other failure (a handler's bug, say) with 500, and the connection closes
+either way; failures are logged to stderr at a bounded rate.
 
 Handlers run in the thread that calls `feed`: `/sleep` and `/cpu` block it,
 which is the point, since that is what each I/O model does with a slow handler.
@@ -23,17 +34,26 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 100
+MAX_BODY = 1024 * 1024  # nginx's default client_max_body_size
+MAX_BODY_DIGITS = len(str(MAX_BODY))  # a longer Content-Length is over MAX_BODY (int() of thousands of digits raises)
 MAX_BYTES = 100 * 1024 * 1024
 MAX_SLEEP_MS = 60_000
 MAX_CPU_US = 10_000_000
+# Route parameters are capped far below 10**18: a longer number is over every cap.
+MAX_PARAMETER_DIGITS = 18
+OVER_EVERY_CAP = 10**MAX_PARAMETER_DIGITS
+FAILURE_LOG_BURST = 10  # tracebacks printed per window; the others are counted
+FAILURE_LOG_WINDOW_S = 60.0
 
 # /bytes/N bodies are slices of this one buffer, never a fresh N-byte object.
 BULK_CHUNK = 256 * 1024
@@ -47,6 +67,7 @@ REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     411: b"Length Required",
+    413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
@@ -89,6 +110,42 @@ class HttpError(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+class FailureLog:
+    """Tracebacks of unexpected failures, at most FAILURE_LOG_BURST per FAILURE_LOG_WINDOW_S; the rest are counted.
+
+    A client that can make the server fail can make it fail in a loop: stderr must not grow with it.
+    Shared by threads.
+    """
+
+    def __init__(self, stream: TextIO | None = None, burst: int = FAILURE_LOG_BURST,
+                 window_s: float = FAILURE_LOG_WINDOW_S) -> None:
+        self._stream = stream  # None: sys.stderr at the time of the report
+        self._burst = burst
+        self._window_s = window_s
+        self._lock = threading.Lock()
+        self._window_start = -window_s
+        self._printed = 0
+        self._suppressed = 0
+
+    def report(self, what: str) -> None:
+        """Log the exception being handled: `what` failed, and the connection it concerned was closed."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= self._window_s:
+                self._window_start, self._printed = now, 0
+            if self._printed >= self._burst:
+                self._suppressed += 1
+                return
+            self._printed += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        note = f" ({suppressed} more failures were not shown)" if suppressed else ""
+        print(f"servers: {what} failed; the connection was closed{note}\n{traceback.format_exc()}",
+              end="", file=self._stream or sys.stderr, flush=True)
+
+
+FAILURES = FailureLog()
 
 
 HELLO = Reply(200, b"Hello, World!", prebuilt=True)
@@ -136,6 +193,11 @@ class DateCache:
 DATES = DateCache()
 
 
+def error_response(status: int) -> Response:
+    """The answer that refuses a request (or a connection) with `status`, then closes."""
+    return Response(DATES.render(ERRORS[status], CLOSE, False), close_after=True)
+
+
 def send_bytes(count: int) -> Reply:
     if count > MAX_BYTES:
         return Reply(400, b"N is at most %d\n" % MAX_BYTES)
@@ -173,7 +235,7 @@ def route(request: Request) -> Reply:
     handler = PARAMETER_ROUTES.get(name)
     if handler is None or not argument.isdigit():
         return NOT_FOUND
-    return handler(int(argument))
+    return handler(int(argument) if len(argument) <= MAX_PARAMETER_DIGITS else OVER_EVERY_CAP)
 
 
 class HttpConnection:
@@ -192,7 +254,7 @@ class HttpConnection:
         if self.closing:
             return []
         self._buffer += data
-        responses = []
+        responses: list[Response] = []
         try:
             while not self.closing:
                 if self._waiting is None:
@@ -202,11 +264,17 @@ class HttpConnection:
                 if not self._skip_body():
                     break
                 request, self._waiting = self._waiting, None
-                responses.append(self._answer(request))
+                responses.append(self._respond(request, self._app(request)))
         except HttpError as error:
-            self.closing = True
-            responses.append(Response(DATES.render(ERRORS[error.status], CLOSE, False), close_after=True))
+            responses.append(self._refuse(error.status))
+        except Exception:
+            FAILURES.report("answering a request")
+            responses.append(self._refuse(500))
         return responses
+
+    def _refuse(self, status: int) -> Response:
+        self.closing = True
+        return error_response(status)
 
     def _skip_body(self) -> bool:
         """Discard body bytes; True once the whole body is consumed."""
@@ -227,12 +295,19 @@ class HttpConnection:
         if header_bytes > MAX_HEADER_BYTES:
             raise HttpError(431)
         if end < 0:
+            # No CRLF CRLF yet (none can start before _scanned). An empty line ended by a bare LF would end
+            # the head if LF ended lines: refuse it now, or such a client waits for an answer forever.
+            if buffer.find(b"\n\n", self._scanned) >= 0 or buffer.find(b"\n\r\n", self._scanned) >= 0:
+                raise HttpError(400)
             self._scanned = max(0, len(buffer) - 3)
             return None
         head = bytes(buffer[:end])
         del buffer[: end + 4]
         self._scanned = 0
-        return self._parse_fields(head.split(b"\r\n"))
+        lines = head.split(b"\r\n")
+        if head.count(b"\n") >= len(lines):  # an LF that is not part of a CRLF
+            raise HttpError(400)
+        return self._parse_fields(lines)
 
     def _parse_fields(self, lines: list[bytes]) -> Request:
         parts = lines[0].split(b" ")
@@ -248,6 +323,7 @@ class HttpConnection:
         if len(lines) - 1 > MAX_HEADER_FIELDS:
             raise HttpError(431)
         keep_alive = version == b"HTTP/1.1"
+        close_asked = False  # a close option wins over any keep-alive, in whichever field (RFC 9112 9.6)
         content_length = None
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -258,28 +334,28 @@ class HttpConnection:
             if name == b"connection":
                 options = {option.strip().lower() for option in value.split(b",")}
                 if b"close" in options:
-                    keep_alive = False
+                    close_asked = True
                 elif b"keep-alive" in options:
                     keep_alive = True
             elif name == b"content-length":
-                if not value.isdigit() or content_length not in (None, int(value)):
+                if not value.isdigit():
                     raise HttpError(400)
-                content_length = int(value)
+                if len(value) > MAX_BODY_DIGITS or (length := int(value)) > MAX_BODY:
+                    raise HttpError(413)
+                if content_length not in (None, length):
+                    raise HttpError(400)
+                content_length = length
             elif name == b"transfer-encoding":
                 raise HttpError(411)
         self._body_left = content_length or 0
+        keep_alive = keep_alive and not close_asked
         if not keep_alive:
             connection_header = CLOSE
         else:
             connection_header = KEEP_ALIVE_1_1 if version == b"HTTP/1.1" else KEEP_ALIVE_1_0
         return Request(method, target.partition(b"?")[0], keep_alive, connection_header)
 
-    def _answer(self, request: Request) -> Response:
-        try:
-            reply = self._app(request)
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            reply = ERRORS[500]
+    def _respond(self, request: Request, reply: Reply) -> Response:
         close = not request.keep_alive or reply.status >= 400
         self.closing = close
         connection_header = CLOSE if close else request.connection_header
