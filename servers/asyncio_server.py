@@ -6,7 +6,7 @@ import importlib.util
 import socket
 
 from servers.base import Outbox, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
-from servers.http import HttpConnection
+from servers.http import FAILURES, HttpConnection
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -25,8 +25,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transports.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        for response in self.http.feed(data):
-            self.outbox.add(response)
+        self.outbox.extend(self.http.feed(data))
         self._write()
 
     def eof_received(self) -> bool:
@@ -43,11 +42,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def _write(self) -> None:
         # Hand chunks over only while the transport wants them, so a large body
-        # is never buffered whole; as in the other models, a client that does
-        # not read its answers is not read from.
-        while self.outbox and self.can_write:
-            self.transport.write(self.outbox.next_chunk())
-        if self.outbox:
+        # is never buffered whole, taking the core's next batch whenever one is
+        # written; a write that fails closes the transport at once, so no batch
+        # is started for a client that has gone. As in the other models, a
+        # client that does not read its answers is not read from.
+        while self.can_write and not self.transport.is_closing():
+            if self.outbox:
+                self.transport.write(self.outbox.next_chunk())
+            elif self.http.paused:
+                self.outbox.extend(self.http.feed(b""))
+            else:
+                break
+        if self.outbox or self.http.paused:
             self.transport.pause_reading()
         elif self.eof or self.http.closing:
             self.transport.close()
@@ -79,8 +85,13 @@ class AsyncioServer(Server):
 
     @staticmethod
     def _report(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        if not isinstance(context.get("exception"), Shutdown):
+        error = context.get("exception")
+        if isinstance(error, Shutdown):
+            return
+        if error is None:
             loop.default_exception_handler(context)
+        else:  # a protocol callback failed (asyncio closes its transport): at a bounded rate
+            FAILURES.report(context["message"], error)
 
     def close(self) -> None:
         for transport in list(self.transports):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from servers.http import BULK, BULK_CHUNK, HttpConnection, Response
+from servers.http import BULK, BULK_CHUNK, FAILURES, HttpConnection, Response
 
 RECV_SIZE = 64 * 1024
 COALESCE_LIMIT = 16 * 1024  # smaller bodies are copied next to their head: one send, not two
@@ -113,12 +113,13 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self._unsent) or bool(self._pieces)
 
-    def add(self, response: Response) -> None:
-        self._pieces.append(response.head)
-        if response.bulk > COALESCE_LIMIT:
-            self._pieces.append(response.bulk)
-        elif response.bulk:
-            self._pieces.append(BULK[: response.bulk])
+    def extend(self, responses: list[Response]) -> None:
+        for response in responses:
+            self._pieces.append(response.head)
+            if response.bulk > COALESCE_LIMIT:
+                self._pieces.append(response.bulk)
+            elif response.bulk:
+                self._pieces.append(BULK[: response.bulk])
 
     def next_chunk(self) -> bytes | memoryview:
         """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
@@ -179,14 +180,21 @@ class Peer:
         if not data:
             self.eof = True
             return False
-        for response in self.http.feed(data):
-            self.outbox.add(response)
+        self.outbox.extend(self.http.feed(data))
         return True
 
     def flush(self) -> bool:
-        """Write what is pending until the socket would block; True when nothing is left to write."""
+        """Write until the socket would block, taking the core's next batch whenever one is written.
+
+        True when nothing is left to write. A client that has gone makes a write fail, so at most one
+        batch (one /sleep or /cpu request) is answered after it has left.
+        """
         try:
-            return self.outbox.send(self.sock)
+            while self.outbox.send(self.sock):
+                if not self.http.paused:
+                    return True
+                self.outbox.extend(self.http.feed(b""))
+            return False
         except OSError:
             self.broken = True
             return True
@@ -254,11 +262,13 @@ class Server(ABC):
         return peer
 
     def converse(self, peer: Peer) -> None:
-        """Serve one connection on a blocking socket until it ends."""
+        """Serve one connection on a blocking socket until it ends; a failure ends this connection only."""
         try:
             while not peer.finished:
                 peer.receive()
                 peer.flush()
+        except Exception as error:
+            FAILURES.report("serving a connection failed, so it was closed", error)
         finally:
             self.drop(peer)
 
@@ -308,13 +318,22 @@ class EventLoopServer(Server):
         self.register(peer.fd, READ)
 
     def on_ready(self, peer: Peer, events: int) -> None:
-        if events & READABLE:
-            peer.receive()
-        peer.flush()
+        """Serve a connection the kernel reported ready; a failure ends this connection only."""
+        try:
+            self.exchange(peer, events)
+        except Exception as error:
+            FAILURES.report("serving a connection failed, so it was closed", error)
+            peer.broken = True
         if peer.finished:
             self.drop(peer)
         else:
             self.rearm(peer)
+
+    def exchange(self, peer: Peer, events: int) -> None:
+        """Read once if readable, then write: level-triggered, so whatever is left is reported again."""
+        if events & READABLE:
+            peer.receive()
+        peer.flush()
 
     def rearm(self, peer: Peer) -> None:
         if (interest := peer.interest()) != peer.registered:

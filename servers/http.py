@@ -6,13 +6,19 @@ writes the `Response`s it gets back, in order:
     conn = HttpConnection()
     for response in conn.feed(data):   # data: any slice of the byte stream
         write response.head, then response.bulk bytes of BULK
+    once they are written, while conn.paused: the same with conn.feed(b"")
     close once everything is written if conn.closing
 
 Requests may arrive a byte at a time or many per read (pipelining); answers
-come out in request order. HTTP/1.1 keeps the connection alive unless
-`Connection: close`; HTTP/1.0 keeps it only with `Connection: keep-alive`.
-Request bodies with Content-Length are read and discarded; one over MAX_BODY
-is refused with 413. Chunked request
+come out in request order, in batches: a batch ends after MAX_BATCH answers,
+after MAX_BATCH_BYTES of them, or after one from a slow handler (/sleep,
+/cpu). The caller writes a batch before asking for the next, so one client's
+pending output and queued work stay bounded, and a client that has gone is
+noticed (its write fails) before more work is started for it.
+
+HTTP/1.1 keeps the connection alive unless `Connection: close`; HTTP/1.0 keeps
+it only with `Connection: keep-alive`. Request bodies with Content-Length are
+read and discarded; one over MAX_BODY is refused with 413. Chunked request
 bodies are refused with 411 Length Required: no route takes a body. Every
 answer with a status of 400 or more closes the connection after it is sent.
 
@@ -46,6 +52,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 100
 MAX_BODY = 1024 * 1024  # nginx's default client_max_body_size
 MAX_BODY_DIGITS = len(str(MAX_BODY))  # a longer Content-Length is over MAX_BODY (int() of thousands of digits raises)
+MAX_BATCH = 128  # answers per batch: above the benchmark's deepest pipeline (64)
+MAX_BATCH_BYTES = 1024 * 1024
 MAX_BYTES = 100 * 1024 * 1024
 MAX_SLEEP_MS = 60_000
 MAX_CPU_US = 10_000_000
@@ -95,6 +103,7 @@ class Reply:
     body: bytes = b""
     bulk: int = 0  # bytes of BULK that follow the body
     prebuilt: bool = False  # constant: render once per Date second, not per request
+    slow: bool = False  # the handler blocked or burnt CPU: its answer ends the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +138,8 @@ class FailureLog:
         self._printed = 0
         self._suppressed = 0
 
-    def report(self, what: str) -> None:
-        """Log the exception being handled: `what` failed, and the connection it concerned was closed."""
+    def report(self, what: str, error: BaseException) -> None:
+        """Log `error` and what it did (a sentence: "..., so its connection was closed")."""
         with self._lock:
             now = time.monotonic()
             if now - self._window_start >= self._window_s:
@@ -141,7 +150,7 @@ class FailureLog:
             self._printed += 1
             suppressed, self._suppressed = self._suppressed, 0
         note = f" ({suppressed} more failures were not shown)" if suppressed else ""
-        print(f"servers: {what} failed; the connection was closed{note}\n{traceback.format_exc()}",
+        print(f"servers: {what}{note}\n{''.join(traceback.format_exception(error))}",
               end="", file=self._stream or sys.stderr, flush=True)
 
 
@@ -208,7 +217,7 @@ def sleep(milliseconds: int) -> Reply:
     if milliseconds > MAX_SLEEP_MS:
         return Reply(400, b"MS is at most %d\n" % MAX_SLEEP_MS)
     time.sleep(milliseconds / 1000)
-    return Reply(200, b"slept %d ms\n" % milliseconds)
+    return Reply(200, b"slept %d ms\n" % milliseconds, slow=True)
 
 
 def burn_cpu(microseconds: int) -> Reply:
@@ -221,7 +230,7 @@ def burn_cpu(microseconds: int) -> Reply:
         wall_deadline = time.perf_counter() + cpu_left
         while time.perf_counter() < wall_deadline:
             pass
-    return Reply(200, b"burnt %d us\n" % microseconds)
+    return Reply(200, b"burnt %d us\n" % microseconds, slow=True)
 
 
 PARAMETER_ROUTES: dict[bytes, Callable[[int], Reply]] = {b"bytes": send_bytes, b"sleep": sleep, b"cpu": burn_cpu}
@@ -247,14 +256,17 @@ class HttpConnection:
         self._scanned = 0  # buffer bytes already searched for the end of the head
         self._waiting: Request | None = None  # parsed, its body still arriving
         self._body_left = 0
+        self.paused = False  # a batch ended with requests still buffered: feed(b"") once it is written
         self.closing = False  # an answer that closes the connection was produced
 
     def feed(self, data: bytes) -> list[Response]:
-        """Take the next bytes of the stream; return the answers to the requests they complete."""
+        """Take the next bytes of the stream; return the next batch of answers (see the module's docstring)."""
         if self.closing:
             return []
         self._buffer += data
+        self.paused = False
         responses: list[Response] = []
+        size = 0
         try:
             while not self.closing:
                 if self._waiting is None:
@@ -264,16 +276,22 @@ class HttpConnection:
                 if not self._skip_body():
                     break
                 request, self._waiting = self._waiting, None
-                responses.append(self._respond(request, self._app(request)))
+                reply = self._app(request)
+                responses.append(response := self._respond(request, reply))
+                size += len(response.head) + response.bulk
+                if reply.slow or size >= MAX_BATCH_BYTES or len(responses) >= MAX_BATCH:
+                    self.paused = not self.closing and bool(self._buffer)
+                    break
         except HttpError as error:
             responses.append(self._refuse(error.status))
-        except Exception:
-            FAILURES.report("answering a request")
+        except Exception as error:
+            FAILURES.report("a request failed, so its connection was answered 500 and closed", error)
             responses.append(self._refuse(500))
         return responses
 
     def _refuse(self, status: int) -> Response:
         self.closing = True
+        self.paused = False
         return error_response(status)
 
     def _skip_body(self) -> bool:

@@ -99,8 +99,8 @@ def test_failures_are_logged_at_a_bounded_rate() -> None:
         for _ in range(times):
             try:
                 raise RuntimeError("handler bug")
-            except RuntimeError:
-                log.report("answering a request")
+            except RuntimeError as error:
+                log.report("a request failed", error)
 
     fail(3 * FAILURE_LOG_BURST)
     assert stream.getvalue().count("RuntimeError: handler bug") == FAILURE_LOG_BURST

@@ -7,7 +7,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers.http import MAX_BODY, REASONS, HttpConnection, Reply, Request, Response, route
+from servers.http import MAX_BATCH, MAX_BODY, REASONS, HttpConnection, Reply, Request, Response, route
 
 STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]+)")
 FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ([^\r\n]*)")
@@ -16,7 +16,7 @@ FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ([^\r\n]*)")
 def quick_route(request: Request) -> Reply:
     """The real routes, except that /sleep and /cpu answer at once: their duration is not under test here."""
     if request.path.startswith((b"/sleep/", b"/cpu/")) and request.path.split(b"/")[2].isdigit():
-        return Reply(200, b"done\n")
+        return Reply(200, b"done\n", slow=True)
     return route(request)
 
 
@@ -112,7 +112,16 @@ def check_well_formed(response: Response) -> int:
 
 
 def answer_all(connection: HttpConnection, chunks: list[bytes]) -> list[Response]:
-    return [answer for chunk in chunks for answer in connection.feed(chunk)]
+    """Feed the chunks as a server would: each batch written before the next is asked for."""
+    answers = []
+    for chunk in chunks:
+        batch = connection.feed(chunk)
+        answers += batch
+        while connection.paused:
+            assert 0 < len(batch) <= MAX_BATCH
+            batch = connection.feed(b"")
+            answers += batch
+    return answers
 
 
 def check_conversation(answers: list[Response], connection: HttpConnection) -> list[int]:
@@ -177,3 +186,18 @@ def test_bare_lf_is_refused_as_soon_as_it_could_end_a_head() -> None:
         connection = HttpConnection()
         assert check_conversation(connection.feed(stream), connection) == [400], stream
     assert HttpConnection().feed(b"GET / HTTP/1.1\n") == []  # an LF-ended line alone could still be anything
+
+
+def test_a_pipeline_is_answered_in_bounded_batches() -> None:
+    connection = HttpConnection()
+    first = connection.feed(b"GET /bytes/16384 HTTP/1.1\r\n\r\n" * 2000)
+    assert connection.paused and sum(len(answer.head) + answer.bulk for answer in first) < 1.1 * 1024 * 1024
+    assert len(answer_all(connection, [b""])) + len(first) == 2000 and not connection.paused
+
+
+def test_a_slow_answer_ends_its_batch() -> None:
+    connection = HttpConnection(app=quick_route)
+    assert len(connection.feed(b"GET / HTTP/1.1\r\n\r\n" + b"GET /cpu/1 HTTP/1.1\r\n\r\n" * 3)) == 2
+    assert connection.paused
+    assert len(connection.feed(b"")) == 1 and connection.paused
+    assert len(connection.feed(b"")) == 1 and not connection.paused  # nothing left after it
