@@ -1,7 +1,17 @@
-"""What every server model shares: listener, signals, connection state, write buffering, the loop.
+"""What every server model shares: listener, signals, connection state, write buffering, the loop, timeouts.
 
 A model module holds one small class; the only thing it adds is how it
 multiplexes connections (like the classes of CPython's Lib/selectors.py).
+
+Timeouts, as nginx's client_header_timeout and keepalive_timeout: a client
+must send a whole request (a new connection's first, or one it has begun)
+within the header timeout, and a connection that makes no progress otherwise
+(idle between requests, or not taking its answers) is closed after the idle
+timeout. Event loops check every connection once a tick (Settings.tick_s),
+comparing what it has done since the last check, so nothing is timed per
+request and the timeouts are as coarse as a tick; blocking sockets leave the timing to
+the kernel (SO_RCVTIMEO, SO_SNDTIMEO). A timed-out connection is closed
+without an answer, as nginx does.
 """
 
 from __future__ import annotations
@@ -10,7 +20,9 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,6 +35,9 @@ RECV_SIZE = 64 * 1024
 COALESCE_LIMIT = 16 * 1024  # smaller bodies are copied next to their head: one send, not two
 DRAIN_LIMIT = 1024 * 1024
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+HEADER_TIMEOUT_S = 60.0  # nginx's client_header_timeout
+IDLE_TIMEOUT_S = 75.0  # nginx's keepalive_timeout
+TICK_S = 1.0  # how often an event loop looks for connections past their timeout (unless a timeout is short)
 
 # poll and epoll use the same bits; the select model maps its sets onto them.
 READ = select.POLLIN
@@ -37,6 +52,13 @@ class Settings:
     backlog: int = 4096
     workers: int | None = None
     uvloop: bool = False
+    header_timeout: float = HEADER_TIMEOUT_S
+    idle_timeout: float = IDLE_TIMEOUT_S
+
+    @property
+    def tick_s(self) -> float:
+        """How often an event loop checks its connections' timeouts: TICK_S, or twice per timeout if shorter."""
+        return min(TICK_S, self.header_timeout / 2, self.idle_timeout / 2)
 
 
 class UsageError(Exception):
@@ -109,6 +131,7 @@ class Outbox:
     def __init__(self) -> None:
         self._pieces: deque[bytes | memoryview | int] = deque()  # an int: that many bytes of BULK
         self._unsent = memoryview(b"")  # the rest of a chunk a send took only part of
+        self.chunks_taken = 0  # progress, for the timeouts
 
     def __bool__(self) -> bool:
         return bool(self._unsent) or bool(self._pieces)
@@ -123,6 +146,7 @@ class Outbox:
 
     def next_chunk(self) -> bytes | memoryview:
         """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
+        self.chunks_taken += 1
         pieces = self._pieces
         if isinstance(pieces[0], int):
             remaining = pieces.popleft()
@@ -148,14 +172,39 @@ class Outbox:
             self._unsent = self._unsent[sent:]
 
 
-class Peer:
+class Connection:
+    """One client's HTTP state and pending output, and the progress it showed at the last timeout check."""
+
+    def __init__(self) -> None:
+        self.http = HttpConnection()
+        self.outbox = Outbox()
+        self._progress: tuple[int, int, bool] | None = None
+        self._progress_at = 0.0
+
+    def waiting_for_request(self) -> bool:
+        """Whether the header timeout applies: a request (a new connection's first, or one begun) is awaited."""
+        return not self.outbox and (self.http.requests == 0 or self.http.pending)
+
+    def overdue(self, now: float, settings: Settings) -> bool:
+        """Whether the connection has made no progress for its timeout, as seen by checks `now` and before.
+
+        Progress is noticed by the check, not where it happens: the hot path reads no clock.
+        """
+        waiting = self.waiting_for_request()
+        progress = (self.http.requests, self.outbox.chunks_taken, waiting)
+        if progress != self._progress:
+            self._progress, self._progress_at = progress, now
+            return False
+        return now - self._progress_at >= (settings.header_timeout if waiting else settings.idle_timeout)
+
+
+class Peer(Connection):
     """One client connection: its socket, HTTP state and pending output. Blocking or non-blocking socket."""
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
         self.fd = sock.fileno()
-        self.http = HttpConnection()
-        self.outbox = Outbox()
         self.eof = False  # the client will send no more
         self.broken = False  # reset or failed: drop at once
         self.registered = READ  # the events an event loop watches for
@@ -199,6 +248,13 @@ class Peer:
             self.broken = True
             return True
 
+    def expire(self) -> None:
+        """End a connection past its timeout from any thread: the loop that owns it sees it hang up and drops it."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already reset, or already closed by its owner
+            pass
+
     def close(self) -> None:
         if not (self.eof or self.broken):
             self._discard_unread_input()
@@ -213,6 +269,42 @@ class Peer:
                 drained += len(data)
         except OSError:
             pass
+
+
+def timeval(seconds: float) -> bytes:
+    seconds = max(seconds, 0.001)  # a zero timeval means no timeout at all
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+
+class KernelTimeouts:
+    """A blocking socket's timeouts as SO_RCVTIMEO and SO_SNDTIMEO: a read or write waiting longer fails (EAGAIN).
+
+    Between requests the read timeout is the idle timeout, set once; only while a request is awaited (the
+    first, or one begun) is it set before each read, to what is left of the header timeout.
+    """
+
+    def __init__(self, peer: Peer, settings: Settings) -> None:
+        self.peer = peer
+        self.settings = settings
+        self.deadline: float | None = None  # when the awaited request must be complete; None: idle timeout set
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(settings.idle_timeout))
+
+    def arm(self) -> bool:
+        """Set the timeout of the next read; False when the awaited request is already out of time."""
+        if self.peer.waiting_for_request():
+            now = time.monotonic()
+            if self.deadline is None:
+                self.deadline = now + self.settings.header_timeout
+            if now >= self.deadline:
+                return False
+            self._set_read_timeout(self.deadline - now)
+        elif self.deadline is not None:
+            self.deadline = None
+            self._set_read_timeout(self.settings.idle_timeout)
+        return True
+
+    def _set_read_timeout(self, seconds: float) -> None:
+        self.peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
 
 
 class Server(ABC):
@@ -262,11 +354,13 @@ class Server(ABC):
         return peer
 
     def converse(self, peer: Peer) -> None:
-        """Serve one connection on a blocking socket until it ends; a failure ends this connection only."""
+        """Serve one connection on a blocking socket until it ends or times out; a failure ends this connection only."""
         try:
-            while not peer.finished:
-                peer.receive()
-                peer.flush()
+            timeouts = KernelTimeouts(peer, self.settings)
+            while not peer.finished and timeouts.arm():
+                # On a blocking socket, "would block" means that the kernel timed the read or the write out.
+                if not (peer.receive() or peer.eof or peer.broken) or not peer.flush():
+                    break
         except Exception as error:
             FAILURES.report("serving a connection failed, so it was closed", error)
         finally:
@@ -299,20 +393,32 @@ class EventLoopServer(Server):
         """Stop watching `fd`."""
 
     @abstractmethod
-    def wait(self) -> Iterable[tuple[int, int]]:
-        """Block until some descriptors are ready; return (fd, events) pairs."""
+    def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
+        """Block until some descriptors are ready, at most `timeout` seconds; return (fd, events) pairs."""
 
     def serve(self) -> None:
         self.listener.setblocking(False)
         listener_fd = self.listener.fileno()
         self.register(listener_fd, READ)
+        tick_s = self.settings.tick_s
+        now = time.monotonic()
+        next_tick = now + tick_s
         while True:
-            for fd, events in self.wait():
+            for fd, events in self.wait(next_tick - now):
                 if fd == listener_fd:
                     while peer := self.accept():
                         self.watch(peer)
                 elif peer := self.peers.get(fd):
                     self.on_ready(peer, events)
+            now = time.monotonic()
+            if now >= next_tick:
+                self.tick(now)
+                next_tick = now + tick_s
+
+    def tick(self, now: float) -> None:
+        for peer in list(self.peers.values()):  # a copy: epoll-pool's threads drop peers meanwhile
+            if peer.overdue(now, self.settings):
+                peer.expire()
 
     def watch(self, peer: Peer) -> None:
         self.register(peer.fd, READ)

@@ -256,8 +256,14 @@ class HttpConnection:
         self._scanned = 0  # buffer bytes already searched for the end of the head
         self._waiting: Request | None = None  # parsed, its body still arriving
         self._body_left = 0
+        self.requests = 0  # heads parsed so far: progress, for the timeouts
         self.paused = False  # a batch ended with requests still buffered: feed(b"") once it is written
         self.closing = False  # an answer that closes the connection was produced
+
+    @property
+    def pending(self) -> bool:
+        """Whether request bytes are buffered unanswered: a head or body under way, or requests held back."""
+        return self._waiting is not None or bool(self._buffer)
 
     def feed(self, data: bytes) -> list[Response]:
         """Take the next bytes of the stream; return the next batch of answers (see the module's docstring)."""
@@ -273,6 +279,7 @@ class HttpConnection:
                     self._waiting = self._parse_head()
                     if self._waiting is None:
                         break
+                    self.requests += 1
                 if not self._skip_body():
                     break
                 request, self._waiting = self._waiting, None

@@ -1,0 +1,160 @@
+"""No request ends a server: hostile and broken clients against every kind, each a real process on loopback.
+
+After each test the server still serves others and holds no more descriptors than before it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import cycle
+
+import pytest
+
+from servers.http import MAX_BODY
+from servers_harness import (
+    VARIANTS, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
+    start_server,
+)
+
+HEADER_TIMEOUT_S = 0.5
+IDLE_TIMEOUT_S = 1.0
+TICK_S = 0.25  # the event loops' timeout granularity with these timeouts (Settings.tick_s)
+PIPELINE_BYTES = 64 * 1024
+RSS_GROWTH_BOUND = 8 * 1024 * 1024  # a batch is at most 1 MiB; unbounded, this pipeline made ~37 MB of answers
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    running = start_server(*VARIANTS[request.param], "--header-timeout", str(HEADER_TIMEOUT_S),
+                           "--idle-timeout", str(IDLE_TIMEOUT_S))
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture
+def baseline(server: RunningServer) -> Iterator[int]:
+    """The server's descriptor count before the test; after it, the server must serve and be back to it."""
+    count = settled_descriptor_count(server)
+    yield count
+    with server.client() as client:
+        assert client.get("/").status == 200
+    assert settled_descriptor_count(server, target=count) == count
+
+
+def pipeline(path: str) -> bytes:
+    one = request(path)
+    return one * (PIPELINE_BYTES // len(one))
+
+
+def seconds_until_closed(sock: socket.socket, limit: float, trickle: Iterator[int] | None = None) -> float:
+    """Seconds until the server closes `sock` (limit if it does not), sending a byte of `trickle` every 0.1 s."""
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < limit:
+        try:
+            if trickle:
+                sock.send(bytes([next(trickle)]))
+            if select.select([sock], [], [], 0.1)[0] and not sock.recv(65536):
+                return elapsed
+        except OSError:  # reset, or a send after the server has closed
+            return elapsed
+    return limit
+
+
+# --- refused at once ---------------------------------------------------------------------------------
+
+REFUSALS = {
+    "content-length-of-5000-digits": (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),
+    "body-over-the-limit": (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1)
+                            + b"x" * 1000, 413),
+    "route-number-of-5000-digits": (request("/bytes/" + "9" * 5000), 400),
+    "bare-lf": (b"GET / HTTP/1.1\nHost: test\n\n", 400),
+    "bare-lf-after-a-crlf-line": (b"GET / HTTP/1.1\r\nHost: test\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refused_and_others_still_served(server: RunningServer, baseline: int, case: str) -> None:
+    assert_refused_while_others_are_served(server, *REFUSALS[case])
+
+
+# --- bounded output and work per connection ---------------------------------------------------------
+
+
+def test_a_pipeline_never_read_costs_bounded_memory(server: RunningServer, baseline: int) -> None:
+    rss_before = server.rss_bytes()
+    with server.client(receive_buffer=4096) as hog:
+        hog.send(pipeline("/bytes/16384"))
+        time.sleep(0.3)
+        growth = server.rss_bytes() - rss_before
+        if server.kind != "blocking":  # which serves one client at a time
+            with server.client() as other:
+                assert other.get("/").status == 200
+        # Its answers stall: the idle timeout closes it.
+        assert seconds_until_closed(hog.sock, IDLE_TIMEOUT_S + TICK_S + 2) < IDLE_TIMEOUT_S + TICK_S + 1
+    assert growth < RSS_GROWTH_BOUND, f"RSS grew by {growth / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("path", ["/cpu/20000", "/sleep/20"])
+def test_a_pipeline_of_slow_requests_stops_when_its_client_leaves(server: RunningServer, baseline: int,
+                                                                  path: str) -> None:
+    with server.client() as leaving:
+        leaving.send(pipeline(path))  # about 1,500 requests: 30 s of work
+        time.sleep(0.1)
+    started = time.monotonic()
+    with server.client() as other:
+        assert other.get("/").status == 200
+    assert time.monotonic() - started < 1.0
+    cpu_before = server.cpu_seconds()
+    time.sleep(0.5)
+    assert server.cpu_seconds() - cpu_before < 0.05  # no work left running for the client that left
+
+
+# --- timeouts ----------------------------------------------------------------------------------------
+
+
+def slow_head(server: RunningServer) -> float:
+    with server.client() as slow:
+        slow.send(b"GET / HTTP/1.1\r\n")
+        return seconds_until_closed(slow.sock, 5, trickle=cycle(b"X-Slow: yes\r\n"))
+
+
+def silent(server: RunningServer) -> float:
+    with server.client() as client:
+        return seconds_until_closed(client.sock, 5)
+
+
+def idle_after_a_request(server: RunningServer) -> float:
+    with server.client() as idle:
+        assert idle.get("/").status == 200
+        return seconds_until_closed(idle.sock, 5)
+
+
+def busy(server: RunningServer) -> float:
+    """Requests, each within the timeouts, for longer than the timeouts: never closed (returns how long it went on)."""
+    started = time.monotonic()
+    with server.client() as client:
+        while time.monotonic() - started < IDLE_TIMEOUT_S + 2 * TICK_S:
+            assert client.get("/").status == 200
+            time.sleep(IDLE_TIMEOUT_S / 3)
+    return float("inf")
+
+
+TIMEOUT_CASES = {
+    slow_head: HEADER_TIMEOUT_S,  # a byte every 0.1 s does not extend the header timeout
+    silent: HEADER_TIMEOUT_S,  # a new connection's first request is awaited for the header timeout
+    idle_after_a_request: IDLE_TIMEOUT_S,
+    busy: float("inf"),
+}
+
+
+def test_connections_are_closed_after_their_timeout_and_only_then(server: RunningServer, baseline: int) -> None:
+    # At once, except on blocking, which serves one client at a time.
+    with ThreadPoolExecutor(max_workers=len(TIMEOUT_CASES)) as pool:
+        run = map if server.kind == "blocking" else pool.map
+        closed_after = dict(zip(TIMEOUT_CASES, run(lambda case: case(server), TIMEOUT_CASES)))
+    for case, timeout in TIMEOUT_CASES.items():
+        assert timeout - 0.1 <= closed_after[case] <= timeout + TICK_S + 0.5, (case.__name__, closed_after[case])
