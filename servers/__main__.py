@@ -31,7 +31,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-p", "--port", type=int, default=8080, help="TCP port (default 8080; 0: any free port)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (default 4096)")
     parser.add_argument("--workers", type=int, help="reuseport: processes (default: CPU count); "
-                        "epoll-pool: threads (default 10)")
+                        "epoll-pool: threads (default 10); threaded: most threads, one per connection, "
+                        "before new connections are answered 503 (default 16384)")
     parser.add_argument("--uvloop", action="store_true", help="asyncio: run on uvloop's event loop")
     parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_S, metavar="S",
                         help=f"close a client that takes longer to send a request (default {HEADER_TIMEOUT_S:g} s)")
@@ -46,7 +47,7 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
         return f"{given}; kinds: {', '.join(KINDS)}"
     if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
-        return "--workers takes a positive count, for reuseport and epoll-pool only"
+        return "--workers takes a positive count, for reuseport, epoll-pool and threaded only"
     if args.uvloop and args.kind != "asyncio":
         return "--uvloop applies to the asyncio kind only"
     if not 0 <= args.port <= 65535:

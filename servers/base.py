@@ -16,12 +16,14 @@ without an answer, as nginx does.
 
 from __future__ import annotations
 
+import errno
 import resource
 import select
 import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from servers.http import BULK, BULK_CHUNK, FAILURES, HttpConnection, Response
+from servers.http import BULK, BULK_CHUNK, FAILURES, HttpConnection, Response, error_response
 
 RECV_SIZE = 64 * 1024
 COALESCE_LIMIT = 16 * 1024  # smaller bodies are copied next to their head: one send, not two
@@ -38,6 +40,8 @@ SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 HEADER_TIMEOUT_S = 60.0  # nginx's client_header_timeout
 IDLE_TIMEOUT_S = 75.0  # nginx's keepalive_timeout
 TICK_S = 1.0  # how often an event loop looks for connections past their timeout (unless a timeout is short)
+# accept() errors that another accept() at once would repeat: stop accepting for a tick, as nginx does.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 # poll and epoll use the same bits; the select model maps its sets onto them.
 READ = select.POLLIN
@@ -86,6 +90,19 @@ def install_shutdown_handlers(also: Callable[[], None] | None = None) -> None:
 def block_shutdown_signals() -> None:
     """Called by helper threads so the kernel hands SIGTERM/SIGINT to the main thread, which owns shutdown."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+
+
+def start_thread(target: Callable[..., object], *args: object) -> None:
+    """Start a daemon thread that has SIGTERM/SIGINT blocked from its first instruction.
+
+    A thread that blocks them itself leaves a window in which the kernel may hand it the signal; the
+    main thread, waiting in accept(), then never hears of it. RuntimeError: the thread could not start.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+    try:
+        threading.Thread(target=target, args=args, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def raise_open_file_limit() -> None:
@@ -343,6 +360,8 @@ class Server(ABC):
                 return None
             except OSError as error:  # out of descriptors, or the client already gone
                 warn_once(f"accept {error.errno}", f"accept failed: {error.strerror} (reported once)")
+                if error.errno in OUT_OF_RESOURCES:
+                    self.pause_accepting()
                 return None
             if self.admit(sock):
                 break
@@ -352,6 +371,18 @@ class Server(ABC):
         peer = Peer(sock)
         self.peers[peer.fd] = peer
         return peer
+
+    def pause_accepting(self) -> None:
+        """Out of descriptors or memory: the listener stays ready, so retrying at once would spin."""
+        time.sleep(self.settings.tick_s)
+
+    def refuse(self, peer: Peer) -> None:
+        """Answer 503 and close: the model cannot take this connection now."""
+        try:
+            peer.sock.send(error_response(503).head, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        self.drop(peer)
 
     def converse(self, peer: Peer) -> None:
         """Serve one connection on a blocking socket until it ends or times out; a failure ends this connection only."""
@@ -396,6 +427,8 @@ class EventLoopServer(Server):
     def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
         """Block until some descriptors are ready, at most `timeout` seconds; return (fd, events) pairs."""
 
+    accepting = True
+
     def serve(self) -> None:
         self.listener.setblocking(False)
         listener_fd = self.listener.fileno()
@@ -416,9 +449,17 @@ class EventLoopServer(Server):
                 next_tick = now + tick_s
 
     def tick(self, now: float) -> None:
+        if not self.accepting:
+            self.register(self.listener.fileno(), READ)
+            self.accepting = True
         for peer in list(self.peers.values()):  # a copy: epoll-pool's threads drop peers meanwhile
             if peer.overdue(now, self.settings):
                 peer.expire()
+
+    def pause_accepting(self) -> None:
+        """Stop watching the listener until the next tick."""
+        self.unregister(self.listener.fileno())
+        self.accepting = False
 
     def watch(self, peer: Peer) -> None:
         self.register(peer.fd, READ)

@@ -5,18 +5,20 @@ After each test the server still serves others and holds no more descriptors tha
 
 from __future__ import annotations
 
+import os
+import resource
 import select
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import cycle
+from itertools import count, cycle
 
 import pytest
 
 from servers.http import MAX_BODY
 from servers_harness import (
-    VARIANTS, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
+    ALL_KINDS, VARIANTS, Client, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
     start_server,
 )
 
@@ -158,3 +160,89 @@ def test_connections_are_closed_after_their_timeout_and_only_then(server: Runnin
         closed_after = dict(zip(TIMEOUT_CASES, run(lambda case: case(server), TIMEOUT_CASES)))
     for case, timeout in TIMEOUT_CASES.items():
         assert timeout - 0.1 <= closed_after[case] <= timeout + TICK_S + 0.5, (case.__name__, closed_after[case])
+
+
+# --- out of descriptors, out of threads ----------------------------------------------------------------
+
+DESCRIPTOR_LIMIT = 32
+
+
+def limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_out_of_descriptors_the_server_waits_then_serves_again(kind: str) -> None:
+    running = start_server(kind, preexec_fn=limit_descriptors)
+    held: list[Client] = []
+    try:
+        baseline = settled_descriptor_count(running)
+        if kind == "blocking":  # it holds one connection at a time: only a lower limit leaves it none to accept
+            open_fds = {int(fd) for fd in os.listdir(f"/proc/{running.process.pid}/fd")}
+            lowest_free = next(fd for fd in count() if fd not in open_fds)  # the limit caps descriptor numbers
+            resource.prlimit(running.process.pid, resource.RLIMIT_NOFILE, (lowest_free, DESCRIPTOR_LIMIT))
+            with running.client() as client:  # the accept() under way took its descriptor before the new limit
+                assert client.get("/").status == 200
+            held.append(running.client())
+        else:  # 3x: enough for each reuseport worker, whichever listener the kernel picks
+            held = [running.client() for _ in range(3 * DESCRIPTOR_LIMIT)]
+        settled_descriptor_count(running)
+        cpu_before = running.cpu_seconds()
+        time.sleep(1.0)
+        assert running.cpu_seconds() - cpu_before < 0.1  # not spinning on a listener it cannot accept from
+        if kind == "blocking":
+            resource.prlimit(running.process.pid, resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
+        for client in held:
+            client.sock.close()
+        held.clear()
+        with running.client() as client:
+            assert client.get("/").status == 200
+        assert settled_descriptor_count(running, target=baseline) == baseline
+        assert "Too many open files" in running.stderr()
+    finally:
+        for client in held:
+            client.sock.close()
+        assert running.stop() == 0
+
+
+def answered_at_once(client: Client) -> bool:
+    return bool(select.select([client.sock], [], [], 0.3)[0])
+
+
+def test_threaded_answers_503_beyond_its_threads() -> None:
+    running = start_server("threaded", "--workers", "2")
+    try:
+        with running.client() as first, running.client() as second, running.client() as third:
+            assert not answered_at_once(first) and not answered_at_once(second)  # each holds a thread
+            assert third.read_response().status == 503 and third.closed_by_server()
+            first.sock.close()
+            deadline = time.monotonic() + 2
+            while (status := running.client().get("/").status) == 503 and time.monotonic() < deadline:
+                time.sleep(0.05)  # until the first one's thread has seen it go
+            assert status == 200
+    finally:
+        assert running.stop() == 0
+
+
+def room_for_three_thread_stacks() -> None:
+    resource.setrlimit(resource.RLIMIT_STACK, (256 * 2**20, 256 * 2**20))  # each thread reserves that much
+    resource.setrlimit(resource.RLIMIT_AS, (900 * 2**20, 900 * 2**20))
+
+
+def test_threaded_answers_503_when_a_thread_cannot_start() -> None:
+    running = start_server("threaded", preexec_fn=room_for_three_thread_stacks)
+    clients = [running.client() for _ in range(8)]
+    try:
+        refused = [client for client in clients if answered_at_once(client)]
+        assert 0 < len(refused) < len(clients)
+        assert all(client.read_response().status == 503 for client in refused)
+        for client in clients:
+            client.sock.close()
+        time.sleep(0.2)
+        with running.client() as client:
+            assert client.get("/").status == 200
+        assert "cannot start a thread" in running.stderr()
+    finally:
+        for client in clients:
+            client.sock.close()
+        assert running.stop() == 0
