@@ -356,7 +356,7 @@ class Server(ABC):
         while True:
             try:
                 sock, _ = self.listener.accept()
-            except BlockingIOError:
+            except (BlockingIOError, TimeoutError):
                 return None
             except OSError as error:  # out of descriptors, or the client already gone
                 warn_once(f"accept {error.errno}", f"accept failed: {error.strerror} (reported once)")

@@ -17,6 +17,9 @@ class ThreadedServer(Server):
         self.threads = threading.BoundedSemaphore(settings.workers or MAX_THREADS)
 
     def serve(self) -> None:
+        # accept() returns at least once a tick: under load, a SIGTERM that came while threads were running
+        # could leave the main thread waiting in accept() with its handler not yet run (until a client came).
+        self.listener.settimeout(self.settings.tick_s)
         while True:
             if peer := self.accept():
                 self.start(peer)
