@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from itertools import count, cycle
 import pytest
 
 from servers.http import MAX_BODY
+from servers.reuseport_server import RESTART_BURST
 from servers_harness import (
     ALL_KINDS, VARIANTS, Client, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
     start_server,
@@ -245,4 +247,41 @@ def test_threaded_answers_503_when_a_thread_cannot_start() -> None:
     finally:
         for client in clients:
             client.sock.close()
+        assert running.stop() == 0
+
+
+# --- reuseport's workers ---------------------------------------------------------------------------------
+
+
+def workers_of(running: RunningServer) -> list[int]:
+    return running.pids()[1:]
+
+
+def replaced(running: RunningServer, worker: int, count: int) -> list[int]:
+    """The workers once `worker`, killed, has a successor (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while (worker in (workers := workers_of(running)) or len(workers) < count) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return workers
+
+
+def test_reuseport_replaces_a_worker_that_dies_but_not_in_a_loop() -> None:
+    running = start_server("reuseport", "--workers", "2")
+    try:
+        for _ in range(RESTART_BURST):
+            worker = workers_of(running)[0]
+            os.kill(worker, signal.SIGKILL)
+            workers = replaced(running, worker, 2)
+            assert worker not in workers and len(workers) == 2
+            for _ in range(10):  # over both listeners: the new one is in the group
+                with running.client() as client:
+                    assert client.get("/").status == 200
+        assert running.stderr().count("ended unexpectedly (killed by SIGKILL)") == RESTART_BURST
+        assert running.stderr().count("started in place of") == RESTART_BURST
+        os.kill(workers_of(running)[0], signal.SIGKILL)  # one death too many within the window: no restart yet
+        time.sleep(0.5)
+        assert len(workers_of(running)) == 1 and f"{RESTART_BURST} restarts within" in running.stderr()
+        with running.client() as client:
+            assert client.get("/").status == 200
+    finally:
         assert running.stop() == 0
