@@ -9,9 +9,13 @@ within the header timeout, and a connection that makes no progress otherwise
 (idle between requests, or not taking its answers) is closed after the idle
 timeout. Event loops check every connection once a tick (Settings.tick_s),
 comparing what it has done since the last check, so nothing is timed per
-request and the timeouts are as coarse as a tick; blocking sockets leave the timing to
-the kernel (SO_RCVTIMEO, SO_SNDTIMEO). A timed-out connection is closed
-without an answer, as nginx does.
+request and the timeouts are as coarse as a tick; blocking sockets leave the
+timing to the kernel (SO_RCVTIMEO, SO_SNDTIMEO). A timed-out connection is
+closed without an answer, as nginx does.
+
+Out of descriptors (or memory), accept() fails while the listener stays
+ready: every model then stops accepting for a tick, as nginx does, rather than
+retry at once and spin.
 """
 
 from __future__ import annotations
@@ -303,7 +307,7 @@ class KernelTimeouts:
     def __init__(self, peer: Peer, settings: Settings) -> None:
         self.peer = peer
         self.settings = settings
-        self.deadline: float | None = None  # when the awaited request must be complete; None: idle timeout set
+        self.deadline: float | None = None  # when the awaited request must be complete; None: none is awaited
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(settings.idle_timeout))
 
     def arm(self) -> bool:
@@ -411,6 +415,8 @@ class Server(ABC):
 class EventLoopServer(Server):
     """A level-triggered readiness loop; a subclass supplies the mechanism (register ... wait)."""
 
+    accepting = True  # whether the listener is watched (not for the rest of a tick after accept() ran out)
+
     @abstractmethod
     def register(self, fd: int, events: int) -> None:
         """Start watching `fd` for `events` (READ/WRITE bits)."""
@@ -426,8 +432,6 @@ class EventLoopServer(Server):
     @abstractmethod
     def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
         """Block until some descriptors are ready, at most `timeout` seconds; return (fd, events) pairs."""
-
-    accepting = True
 
     def serve(self) -> None:
         self.listener.setblocking(False)

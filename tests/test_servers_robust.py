@@ -20,7 +20,7 @@ import pytest
 from servers.http import MAX_BODY
 from servers.reuseport_server import RESTART_BURST
 from servers_harness import (
-    ALL_KINDS, VARIANTS, Client, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
+    VARIANTS, Client, RunningServer, assert_refused_while_others_are_served, request, settled_descriptor_count,
     start_server,
 )
 
@@ -173,9 +173,10 @@ def limit_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
 
 
-@pytest.mark.parametrize("kind", ALL_KINDS)
-def test_out_of_descriptors_the_server_waits_then_serves_again(kind: str) -> None:
-    running = start_server(kind, preexec_fn=limit_descriptors)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_out_of_descriptors_the_server_waits_then_serves_again(variant: str) -> None:
+    running = start_server(*VARIANTS[variant], preexec_fn=limit_descriptors)
+    kind = running.kind
     held: list[Client] = []
     try:
         baseline = settled_descriptor_count(running)
@@ -200,7 +201,8 @@ def test_out_of_descriptors_the_server_waits_then_serves_again(kind: str) -> Non
         with running.client() as client:
             assert client.get("/").status == 200
         assert settled_descriptor_count(running, target=baseline) == baseline
-        assert "Too many open files" in running.stderr()
+        if variant != "asyncio-uvloop":  # libuv sheds the connections it cannot take, silently
+            assert "Too many open files" in running.stderr()
     finally:
         for client in held:
             client.sock.close()
