@@ -10,8 +10,9 @@ within the header timeout, and a connection that makes no progress otherwise
 timeout. Event loops check every connection once a tick (Settings.tick_s),
 comparing what it has done since the last check, so nothing is timed per
 request and the timeouts are as coarse as a tick; blocking sockets leave the
-timing to the kernel (SO_RCVTIMEO, SO_SNDTIMEO). A timed-out connection is
-closed without an answer, as nginx does.
+timing to the kernel (SO_RCVTIMEO, SO_SNDTIMEO, whose count starts again when
+the kernel takes part of a write). A timed-out connection is closed without
+an answer, as nginx does.
 
 Out of descriptors (or memory), accept() fails while the listener stays
 ready: every model then stops accepting for a tick, as nginx does, rather than

@@ -7,7 +7,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers.http import MAX_BATCH, MAX_BODY, REASONS, HttpConnection, Reply, Request, Response, route
+from servers.http import MAX_BATCH, MAX_BATCH_BYTES, MAX_BODY, REASONS, HttpConnection, Reply, Request, Response, route
 
 STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]+)")
 FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ([^\r\n]*)")
@@ -24,7 +24,7 @@ def quick_route(request: Request) -> Reply:
 
 FINE_PATHS = [b"/", b"/bytes/0", b"/bytes/5", b"/bytes/20000", b"/bytes/1?q=1", b"/sleep/1", b"/cpu/1"]
 FINE_FIELDS = [b"Host: test", b"X-Any: value", b"Content-Length: 0", b"Connection: keep-alive"]
-# What each refused or closing element does to a request: the connection closes after its answer.
+# Each of these makes the answer close the connection: a refusal, or no keep-alive.
 CLOSING_PATHS = [b"/nowhere", b"/bytes/" + b"9" * 5000]
 CLOSING_FIELDS = [b"Connection: close", b"Transfer-Encoding: chunked", b"Content-Length: " + b"1" * 5000,
                   b"Content-Length: %d" % (MAX_BODY + 1)]
@@ -191,7 +191,8 @@ def test_bare_lf_is_refused_as_soon_as_it_could_end_a_head() -> None:
 def test_a_pipeline_is_answered_in_bounded_batches() -> None:
     connection = HttpConnection()
     first = connection.feed(b"GET /bytes/16384 HTTP/1.1\r\n\r\n" * 2000)
-    assert connection.paused and sum(len(answer.head) + answer.bulk for answer in first) < 1.1 * 1024 * 1024
+    size = sum(len(answer.head) + answer.bulk for answer in first)
+    assert connection.paused and MAX_BATCH_BYTES <= size < MAX_BATCH_BYTES + 17_000  # ends at the answer past it
     assert len(answer_all(connection, [b""])) + len(first) == 2000 and not connection.paused
 
 
