@@ -1,4 +1,5 @@
-"""python3 -m servers KIND --host ADDR -p PORT [--workers N] [--backlog N] [--uvloop] | --list"""
+"""python3 -m servers KIND --host ADDR -p PORT [--workers N] [--backlog N] [--uvloop]
+                    [--header-timeout S] [--idle-timeout S] | --list"""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import os
 import socket
 import sys
 
-from servers.base import UNSUPPORTED_EXIT, Settings, Unsupported, UsageError, raise_open_file_limit, run_until_shutdown
+from servers.base import (
+    HEADER_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    UNSUPPORTED_EXIT,
+    Settings,
+    Unsupported,
+    UsageError,
+    raise_open_file_limit,
+    run_until_shutdown,
+)
 from servers.kinds import KINDS
+
+MAX_TIMEOUT_S = 24 * 3600.0
 
 BIND_ERRORS = {
     errno.EADDRINUSE: "the port is already in use",
@@ -26,8 +38,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-p", "--port", type=int, default=8080, help="TCP port (default 8080; 0: any free port)")
     parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (default 4096)")
     parser.add_argument("--workers", type=int, help="reuseport: processes (default: CPU count); "
-                        "epoll-pool: threads (default 10)")
+                        "epoll-pool: threads (default 10); threaded: most threads, one per connection, "
+                        "before new connections are answered 503 (default 16384)")
     parser.add_argument("--uvloop", action="store_true", help="asyncio: run on uvloop's event loop")
+    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_S, metavar="S",
+                        help=f"close a client that takes longer to send a request (default {HEADER_TIMEOUT_S:g} s)")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S, metavar="S",
+                        help="close a connection idle that long between requests, or not reading its answers "
+                        f"(default {IDLE_TIMEOUT_S:g} s)")
     return parser.parse_args(argv)
 
 
@@ -36,11 +54,13 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
         return f"{given}; kinds: {', '.join(KINDS)}"
     if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
-        return "--workers takes a positive count, for reuseport and epoll-pool only"
+        return "--workers takes a positive count, for reuseport, epoll-pool and threaded only"
     if args.uvloop and args.kind != "asyncio":
         return "--uvloop applies to the asyncio kind only"
     if not 0 <= args.port <= 65535:
         return f"--port must be 0..65535, not {args.port}"
+    if not all(0 < timeout <= MAX_TIMEOUT_S for timeout in (args.header_timeout, args.idle_timeout)):
+        return f"--header-timeout and --idle-timeout take seconds, more than 0 and at most {MAX_TIMEOUT_S:g}"
     return None
 
 
@@ -52,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem := usage_problem(args):
         print(f"servers: {problem}", file=sys.stderr)
         return 2
-    settings = Settings(args.host, args.port, args.backlog, args.workers, args.uvloop)
+    settings = Settings(args.host, args.port, args.backlog, args.workers, args.uvloop, args.header_timeout,
+                        args.idle_timeout)
     raise_open_file_limit()
     try:
         server = KINDS[args.kind].create(settings)

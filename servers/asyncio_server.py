@@ -1,32 +1,38 @@
-"""asyncio: one asyncio.Protocol per connection on asyncio's event loop, or uvloop's with --uvloop."""
+"""asyncio: one asyncio.Protocol per connection on asyncio's event loop, or uvloop's with --uvloop.
+
+The loop is asyncio's own, so the shared parts come in through the HTTP core
+and base.Connection; out of descriptors, asyncio itself stops accepting for a
+second (and libuv, under uvloop, sheds the waiting connections).
+"""
+
+from __future__ import annotations
 
 import asyncio
 import importlib
 import importlib.util
 import socket
+import time
 
-from servers.base import Outbox, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
-from servers.http import HttpConnection
+from servers.base import Connection, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
+from servers.http import FAILURES
 
 
-class HttpProtocol(asyncio.Protocol):
-    def __init__(self, transports: set[asyncio.Transport]) -> None:
-        self.transports = transports
-        self.http = HttpConnection()
-        self.outbox = Outbox()
+class HttpProtocol(Connection, asyncio.Protocol):
+    def __init__(self, connections: set[HttpProtocol]) -> None:
+        super().__init__()
+        self.connections = connections
         self.can_write = True  # the transport's buffer is below its high-water mark
         self.eof = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.transports.add(transport)
+        self.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transports.discard(self.transport)
+        self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        for response in self.http.feed(data):
-            self.outbox.add(response)
+        self.outbox.extend(self.http.feed(data))
         self._write()
 
     def eof_received(self) -> bool:
@@ -43,11 +49,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def _write(self) -> None:
         # Hand chunks over only while the transport wants them, so a large body
-        # is never buffered whole; as in the other models, a client that does
-        # not read its answers is not read from.
-        while self.outbox and self.can_write:
-            self.transport.write(self.outbox.next_chunk())
-        if self.outbox:
+        # is never buffered whole, taking the core's next batch whenever one is
+        # written; a write that fails closes the transport at once, so no batch
+        # is started for a client that has gone. As in the other models, a
+        # client that does not read its answers is not read from.
+        while self.can_write and not self.transport.is_closing():
+            if self.outbox:
+                self.transport.write(self.outbox.next_chunk())
+            elif self.http.paused:
+                self.outbox.extend(self.http.feed(b""))
+            else:
+                break
+        if self.outbox or self.http.paused:
             self.transport.pause_reading()
         elif self.eof or self.http.closing:
             self.transport.close()
@@ -59,9 +72,9 @@ class AsyncioServer(Server):
     def __init__(self, listener: socket.socket, settings: Settings) -> None:
         super().__init__(listener, settings)
         self.loop = importlib.import_module("uvloop").new_event_loop() if settings.uvloop else asyncio.new_event_loop()
-        self.transports: set[asyncio.Transport] = set()
+        self.connections: set[HttpProtocol] = set()
         self.server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: HttpProtocol(self.transports), sock=listener, backlog=settings.backlog)
+            self.loop.create_server(lambda: HttpProtocol(self.connections), sock=listener, backlog=settings.backlog)
         )
 
     @classmethod
@@ -75,16 +88,29 @@ class AsyncioServer(Server):
         # (say, in a /sleep handler): stop the loop as well, and keep it quiet.
         install_shutdown_handlers(also=self.loop.stop)
         self.loop.set_exception_handler(self._report)
+        self.loop.call_later(self.settings.tick_s, self._tick)
         self.loop.run_forever()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for connection in list(self.connections):
+            if connection.overdue(now, self.settings):
+                connection.transport.abort()
+        self.loop.call_later(self.settings.tick_s, self._tick)
 
     @staticmethod
     def _report(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        if not isinstance(context.get("exception"), Shutdown):
+        error = context.get("exception")
+        if isinstance(error, Shutdown):
+            return
+        if error is None:
             loop.default_exception_handler(context)
+        else:  # a protocol callback failed (asyncio closes its transport): at a bounded rate
+            FAILURES.report(context["message"], error)
 
     def close(self) -> None:
-        for transport in list(self.transports):
-            transport.abort()
+        for connection in list(self.connections):
+            connection.transport.abort()
         self.server.close()
         self.loop.run_until_complete(asyncio.sleep(0))  # runs the aborts' callbacks, which close the sockets
         self.loop.close()

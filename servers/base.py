@@ -1,28 +1,52 @@
-"""What every server model shares: listener, signals, connection state, write buffering, the loop.
+"""What every server model shares: listener, signals, connection state, write buffering, the loop, timeouts.
 
 A model module holds one small class; the only thing it adds is how it
 multiplexes connections (like the classes of CPython's Lib/selectors.py).
+
+Timeouts, as nginx's client_header_timeout and keepalive_timeout: a client
+must send a whole request (a new connection's first, or one it has begun)
+within the header timeout, and a connection that makes no progress otherwise
+(idle between requests, or not taking its answers) is closed after the idle
+timeout. Event loops check every connection once a tick (Settings.tick_s),
+comparing what it has done since the last check, so nothing is timed per
+request and the timeouts are as coarse as a tick; blocking sockets leave the
+timing to the kernel (SO_RCVTIMEO, SO_SNDTIMEO, whose count starts again when
+the kernel takes part of a write). A timed-out connection is closed without
+an answer, as nginx does.
+
+Out of descriptors (or memory), accept() fails while the listener stays
+ready: every model then stops accepting for a tick, as nginx does, rather than
+retry at once and spin.
 """
 
 from __future__ import annotations
 
+import errno
 import resource
 import select
 import signal
 import socket
+import struct
 import sys
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from servers.http import BULK, BULK_CHUNK, HttpConnection, Response
+from servers.http import BULK, BULK_CHUNK, FAILURES, HttpConnection, Response, error_response
 
 RECV_SIZE = 64 * 1024
 COALESCE_LIMIT = 16 * 1024  # smaller bodies are copied next to their head: one send, not two
 DRAIN_LIMIT = 1024 * 1024
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+HEADER_TIMEOUT_S = 60.0  # nginx's client_header_timeout
+IDLE_TIMEOUT_S = 75.0  # nginx's keepalive_timeout
+TICK_S = 1.0  # how often an event loop looks for connections past their timeout (unless a timeout is short)
+# accept() errors that another accept() at once would repeat: stop accepting for a tick, as nginx does.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 # poll and epoll use the same bits; the select model maps its sets onto them.
 READ = select.POLLIN
@@ -37,6 +61,13 @@ class Settings:
     backlog: int = 4096
     workers: int | None = None
     uvloop: bool = False
+    header_timeout: float = HEADER_TIMEOUT_S
+    idle_timeout: float = IDLE_TIMEOUT_S
+
+    @property
+    def tick_s(self) -> float:
+        """How often an event loop checks its connections' timeouts: TICK_S, or twice per timeout if shorter."""
+        return min(TICK_S, self.header_timeout / 2, self.idle_timeout / 2)
 
 
 class UsageError(Exception):
@@ -71,6 +102,19 @@ def install_shutdown_handlers(also: Callable[[], None] | None = None) -> None:
 def block_shutdown_signals() -> None:
     """Called by helper threads so the kernel hands SIGTERM/SIGINT to the main thread, which owns shutdown."""
     signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+
+
+def start_thread(target: Callable[..., object], *args: object) -> None:
+    """Start a daemon thread that has SIGTERM/SIGINT blocked from its first instruction.
+
+    A thread that blocks them itself leaves a window in which the kernel may hand it the signal; the
+    main thread, waiting in accept(), then never hears of it. RuntimeError: the thread could not start.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+    try:
+        threading.Thread(target=target, args=args, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def raise_open_file_limit() -> int:
@@ -121,19 +165,22 @@ class Outbox:
     def __init__(self) -> None:
         self._pieces: deque[bytes | memoryview | int] = deque()  # an int: that many bytes of BULK
         self._unsent = memoryview(b"")  # the rest of a chunk a send took only part of
+        self.chunks_taken = 0  # progress, for the timeouts
 
     def __bool__(self) -> bool:
         return bool(self._unsent) or bool(self._pieces)
 
-    def add(self, response: Response) -> None:
-        self._pieces.append(response.head)
-        if response.bulk > COALESCE_LIMIT:
-            self._pieces.append(response.bulk)
-        elif response.bulk:
-            self._pieces.append(BULK[: response.bulk])
+    def extend(self, responses: list[Response]) -> None:
+        for response in responses:
+            self._pieces.append(response.head)
+            if response.bulk > COALESCE_LIMIT:
+                self._pieces.append(response.bulk)
+            elif response.bulk:
+                self._pieces.append(BULK[: response.bulk])
 
     def next_chunk(self) -> bytes | memoryview:
         """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
+        self.chunks_taken += 1
         pieces = self._pieces
         if isinstance(pieces[0], int):
             remaining = pieces.popleft()
@@ -159,14 +206,39 @@ class Outbox:
             self._unsent = self._unsent[sent:]
 
 
-class Peer:
+class Connection:
+    """One client's HTTP state and pending output, and the progress it showed at the last timeout check."""
+
+    def __init__(self) -> None:
+        self.http = HttpConnection()
+        self.outbox = Outbox()
+        self._progress: tuple[int, int, bool] | None = None
+        self._progress_at = 0.0
+
+    def waiting_for_request(self) -> bool:
+        """Whether the header timeout applies: a request (a new connection's first, or one begun) is awaited."""
+        return not self.outbox and (self.http.requests == 0 or self.http.pending)
+
+    def overdue(self, now: float, settings: Settings) -> bool:
+        """Whether the connection has made no progress for its timeout, as seen by checks `now` and before.
+
+        Progress is noticed by the check, not where it happens: the hot path reads no clock.
+        """
+        waiting = self.waiting_for_request()
+        progress = (self.http.requests, self.outbox.chunks_taken, waiting)
+        if progress != self._progress:
+            self._progress, self._progress_at = progress, now
+            return False
+        return now - self._progress_at >= (settings.header_timeout if waiting else settings.idle_timeout)
+
+
+class Peer(Connection):
     """One client connection: its socket, HTTP state and pending output. Blocking or non-blocking socket."""
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
         self.fd = sock.fileno()
-        self.http = HttpConnection()
-        self.outbox = Outbox()
         self.eof = False  # the client will send no more
         self.broken = False  # reset or failed: drop at once
         self.registered = READ  # the events an event loop watches for
@@ -191,17 +263,31 @@ class Peer:
         if not data:
             self.eof = True
             return False
-        for response in self.http.feed(data):
-            self.outbox.add(response)
+        self.outbox.extend(self.http.feed(data))
         return True
 
     def flush(self) -> bool:
-        """Write what is pending until the socket would block; True when nothing is left to write."""
+        """Write until the socket would block, taking the core's next batch whenever one is written.
+
+        True when nothing is left to write. A client that has gone makes a write fail, so at most one
+        batch (one /sleep or /cpu request) is answered after it has left.
+        """
         try:
-            return self.outbox.send(self.sock)
+            while self.outbox.send(self.sock):
+                if not self.http.paused:
+                    return True
+                self.outbox.extend(self.http.feed(b""))
+            return False
         except OSError:
             self.broken = True
             return True
+
+    def expire(self) -> None:
+        """End a connection past its timeout from any thread: the loop that owns it sees it hang up and drops it."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already reset, or already closed by its owner
+            pass
 
     def close(self) -> None:
         if not (self.eof or self.broken):
@@ -217,6 +303,42 @@ class Peer:
                 drained += len(data)
         except OSError:
             pass
+
+
+def timeval(seconds: float) -> bytes:
+    seconds = max(seconds, 0.001)  # a zero timeval means no timeout at all
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+
+class KernelTimeouts:
+    """A blocking socket's timeouts as SO_RCVTIMEO and SO_SNDTIMEO: a read or write waiting longer fails (EAGAIN).
+
+    Between requests the read timeout is the idle timeout, set once; only while a request is awaited (the
+    first, or one begun) is it set before each read, to what is left of the header timeout.
+    """
+
+    def __init__(self, peer: Peer, settings: Settings) -> None:
+        self.peer = peer
+        self.settings = settings
+        self.deadline: float | None = None  # when the awaited request must be complete; None: none is awaited
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(settings.idle_timeout))
+
+    def arm(self) -> bool:
+        """Set the timeout of the next read; False when the awaited request is already out of time."""
+        if self.peer.waiting_for_request():
+            now = time.monotonic()
+            if self.deadline is None:
+                self.deadline = now + self.settings.header_timeout
+            if now >= self.deadline:
+                return False
+            self._set_read_timeout(self.deadline - now)
+        elif self.deadline is not None:
+            self.deadline = None
+            self._set_read_timeout(self.settings.idle_timeout)
+        return True
+
+    def _set_read_timeout(self, seconds: float) -> None:
+        self.peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(seconds))
 
 
 class Server(ABC):
@@ -251,10 +373,12 @@ class Server(ABC):
         while True:
             try:
                 sock, _ = self.listener.accept()
-            except BlockingIOError:
+            except (BlockingIOError, TimeoutError):
                 return None
             except OSError as error:  # out of descriptors, or the client already gone
                 warn_once(f"accept {error.errno}", f"accept failed: {error.strerror} (reported once)")
+                if error.errno in OUT_OF_RESOURCES:
+                    self.pause_accepting()
                 return None
             if self.admit(sock):
                 break
@@ -265,12 +389,28 @@ class Server(ABC):
         self.peers[peer.fd] = peer
         return peer
 
-    def converse(self, peer: Peer) -> None:
-        """Serve one connection on a blocking socket until it ends."""
+    def pause_accepting(self) -> None:
+        """Out of descriptors or memory: the listener stays ready, so retrying at once would spin."""
+        time.sleep(self.settings.tick_s)
+
+    def refuse(self, peer: Peer) -> None:
+        """Answer 503 and close: the model cannot take this connection now."""
         try:
-            while not peer.finished:
-                peer.receive()
-                peer.flush()
+            peer.sock.send(error_response(503).head, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        self.drop(peer)
+
+    def converse(self, peer: Peer) -> None:
+        """Serve one connection on a blocking socket until it ends or times out; a failure ends this connection only."""
+        try:
+            timeouts = KernelTimeouts(peer, self.settings)
+            while not peer.finished and timeouts.arm():
+                # On a blocking socket, "would block" means that the kernel timed the read or the write out.
+                if not (peer.receive() or peer.eof or peer.broken) or not peer.flush():
+                    break
+        except Exception as error:
+            FAILURES.report("serving a connection failed, so it was closed", error)
         finally:
             self.drop(peer)
 
@@ -288,6 +428,8 @@ class Server(ABC):
 class EventLoopServer(Server):
     """A level-triggered readiness loop; a subclass supplies the mechanism (register ... wait)."""
 
+    accepting = True  # whether the listener is watched (not for the rest of a tick after accept() ran out)
+
     @abstractmethod
     def register(self, fd: int, events: int) -> None:
         """Start watching `fd` for `events` (READ/WRITE bits)."""
@@ -301,32 +443,61 @@ class EventLoopServer(Server):
         """Stop watching `fd`."""
 
     @abstractmethod
-    def wait(self) -> Iterable[tuple[int, int]]:
-        """Block until some descriptors are ready; return (fd, events) pairs."""
+    def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
+        """Block until some descriptors are ready, at most `timeout` seconds; return (fd, events) pairs."""
 
     def serve(self) -> None:
         self.listener.setblocking(False)
         listener_fd = self.listener.fileno()
         self.register(listener_fd, READ)
+        tick_s = self.settings.tick_s
+        now = time.monotonic()
+        next_tick = now + tick_s
         while True:
-            for fd, events in self.wait():
+            for fd, events in self.wait(next_tick - now):
                 if fd == listener_fd:
                     while peer := self.accept():
                         self.watch(peer)
                 elif peer := self.peers.get(fd):
                     self.on_ready(peer, events)
+            now = time.monotonic()
+            if now >= next_tick:
+                self.tick(now)
+                next_tick = now + tick_s
+
+    def tick(self, now: float) -> None:
+        if not self.accepting:
+            self.register(self.listener.fileno(), READ)
+            self.accepting = True
+        for peer in list(self.peers.values()):  # a copy: epoll-pool's threads drop peers meanwhile
+            if peer.overdue(now, self.settings):
+                peer.expire()
+
+    def pause_accepting(self) -> None:
+        """Stop watching the listener until the next tick."""
+        self.unregister(self.listener.fileno())
+        self.accepting = False
 
     def watch(self, peer: Peer) -> None:
         self.register(peer.fd, READ)
 
     def on_ready(self, peer: Peer, events: int) -> None:
-        if events & READABLE:
-            peer.receive()
-        peer.flush()
+        """Serve a connection the kernel reported ready; a failure ends this connection only."""
+        try:
+            self.exchange(peer, events)
+        except Exception as error:
+            FAILURES.report("serving a connection failed, so it was closed", error)
+            peer.broken = True
         if peer.finished:
             self.drop(peer)
         else:
             self.rearm(peer)
+
+    def exchange(self, peer: Peer, events: int) -> None:
+        """Read once if readable, then write: level-triggered, so whatever is left is reported again."""
+        if events & READABLE:
+            peer.receive()
+        peer.flush()
 
     def rearm(self, peer: Peer) -> None:
         if (interest := peer.interest()) != peer.registered:

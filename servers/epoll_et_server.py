@@ -10,9 +10,10 @@ class EpollEdgeServer(EpollServer):
     def watch(self, peer: Peer) -> None:
         self.register(peer.fd, READ | WRITE | EPOLLET)
 
-    def on_ready(self, peer: Peer, events: int) -> None:
+    def exchange(self, peer: Peer, events: int) -> None:
         # An edge is reported once: keep writing and reading until the socket would block.
         while peer.flush() and not peer.finished and peer.receive():
             pass
-        if peer.finished:
-            self.drop(peer)
+
+    def rearm(self, peer: Peer) -> None:
+        pass  # watched for both directions, for good

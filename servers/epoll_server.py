@@ -23,8 +23,8 @@ class EpollServer(EventLoopServer):
     def unregister(self, fd: int) -> None:
         self.epoll.unregister(fd)
 
-    def wait(self) -> Iterable[tuple[int, int]]:
-        return self.epoll.poll(-1, self.max_events)
+    def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
+        return self.epoll.poll(timeout, self.max_events)
 
     def close(self) -> None:
         super().close()

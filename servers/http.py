@@ -6,14 +6,31 @@ writes the `Response`s it gets back, in order:
     conn = HttpConnection()
     for response in conn.feed(data):   # data: any slice of the byte stream
         write response.head, then response.bulk bytes of BULK
+    once they are written, while conn.paused: the same with conn.feed(b"")
     close once everything is written if conn.closing
 
 Requests may arrive a byte at a time or many per read (pipelining); answers
-come out in request order. HTTP/1.1 keeps the connection alive unless
-`Connection: close`; HTTP/1.0 keeps it only with `Connection: keep-alive`.
-Request bodies with Content-Length are read and discarded. Chunked request
+come out in request order, in batches: a batch ends after MAX_BATCH answers,
+after MAX_BATCH_BYTES of them, or after one from a slow handler (/sleep,
+/cpu). The caller writes a batch before asking for the next, so one client's
+pending output and queued work stay bounded, and a client that has gone is
+noticed (its write fails) before more work is started for it.
+
+HTTP/1.1 keeps the connection alive unless `Connection: close`; HTTP/1.0 keeps
+it only with `Connection: keep-alive`. Request bodies with Content-Length are
+read and discarded; one over MAX_BODY is refused with 413. Chunked request
 bodies are refused with 411 Length Required: no route takes a body. Every
 answer with a status of 400 or more closes the connection after it is sent.
+
+Lines end with CRLF only. A bare LF, which RFC 9112 2.2 lets a recipient
+accept, is answered with 400 Bad Request here, as soon as it could end a head:
+one line-ending rule means a proxy in front can never disagree with this
+server about where a request ends (request smuggling), and a client sending
+LF-only requests gets a prompt answer instead of a connection that hangs.
+
+`feed` never raises: a malformed request is answered with its 4xx status, any
+other failure (a handler's bug, say) with 500, and the connection closes
+either way; failures are logged to stderr at a bounded rate.
 
 Handlers run in the thread that calls `feed`: `/sleep` and `/cpu` block it,
 which is the point, since that is what each I/O model does with a slow handler.
@@ -23,17 +40,28 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_FIELDS = 100
+MAX_BODY = 1024 * 1024  # nginx's default client_max_body_size
+MAX_BODY_DIGITS = len(str(MAX_BODY))  # a longer Content-Length is over MAX_BODY (int() of thousands of digits raises)
+MAX_BATCH = 128  # answers per batch: above the benchmark's deepest pipeline (64)
+MAX_BATCH_BYTES = 1024 * 1024
 MAX_BYTES = 100 * 1024 * 1024
 MAX_SLEEP_MS = 60_000
 MAX_CPU_US = 10_000_000
+# Route parameters are capped far below 10**18: a longer number is over every cap.
+MAX_PARAMETER_DIGITS = 18
+OVER_EVERY_CAP = 10**MAX_PARAMETER_DIGITS
+FAILURE_LOG_BURST = 10  # tracebacks printed per window; the others are counted
+FAILURE_LOG_WINDOW_S = 60.0
 
 # /bytes/N bodies are slices of this one buffer, never a fresh N-byte object.
 BULK_CHUNK = 256 * 1024
@@ -47,10 +75,12 @@ REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
     411: b"Length Required",
+    413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",
+    503: b"Service Unavailable",
     505: b"HTTP Version Not Supported",
 }
 KEEP_ALIVE_1_1 = b""
@@ -74,6 +104,7 @@ class Reply:
     body: bytes = b""
     bulk: int = 0  # bytes of BULK that follow the body
     prebuilt: bool = False  # constant: render once per Date second, not per request
+    slow: bool = False  # the handler blocked or burnt CPU: its answer ends the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +120,42 @@ class HttpError(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+class FailureLog:
+    """Tracebacks of unexpected failures, at most FAILURE_LOG_BURST per FAILURE_LOG_WINDOW_S; the rest are counted.
+
+    A client that can make the server fail can make it fail in a loop: stderr must not grow with it.
+    Shared by threads.
+    """
+
+    def __init__(self, stream: TextIO | None = None, burst: int = FAILURE_LOG_BURST,
+                 window_s: float = FAILURE_LOG_WINDOW_S) -> None:
+        self._stream = stream  # None: sys.stderr at the time of the report
+        self._burst = burst
+        self._window_s = window_s
+        self._lock = threading.Lock()
+        self._window_start = -window_s
+        self._printed = 0
+        self._suppressed = 0
+
+    def report(self, what: str, error: BaseException) -> None:
+        """Log `error` and what it did (a sentence: "..., so its connection was closed")."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= self._window_s:
+                self._window_start, self._printed = now, 0
+            if self._printed >= self._burst:
+                self._suppressed += 1
+                return
+            self._printed += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        note = f" ({suppressed} more failures were not shown)" if suppressed else ""
+        print(f"servers: {what}{note}\n{''.join(traceback.format_exception(error))}",
+              end="", file=self._stream or sys.stderr, flush=True)
+
+
+FAILURES = FailureLog()
 
 
 HELLO = Reply(200, b"Hello, World!", prebuilt=True)
@@ -136,6 +203,11 @@ class DateCache:
 DATES = DateCache()
 
 
+def error_response(status: int) -> Response:
+    """The answer that refuses a request (or a connection) with `status`, then closes."""
+    return Response(DATES.render(ERRORS[status], CLOSE, False), close_after=True)
+
+
 def send_bytes(count: int) -> Reply:
     if count > MAX_BYTES:
         return Reply(400, b"N is at most %d\n" % MAX_BYTES)
@@ -146,7 +218,7 @@ def sleep(milliseconds: int) -> Reply:
     if milliseconds > MAX_SLEEP_MS:
         return Reply(400, b"MS is at most %d\n" % MAX_SLEEP_MS)
     time.sleep(milliseconds / 1000)
-    return Reply(200, b"slept %d ms\n" % milliseconds)
+    return Reply(200, b"slept %d ms\n" % milliseconds, slow=True)
 
 
 def burn_cpu(microseconds: int) -> Reply:
@@ -159,7 +231,7 @@ def burn_cpu(microseconds: int) -> Reply:
         wall_deadline = time.perf_counter() + cpu_left
         while time.perf_counter() < wall_deadline:
             pass
-    return Reply(200, b"burnt %d us\n" % microseconds)
+    return Reply(200, b"burnt %d us\n" % microseconds, slow=True)
 
 
 PARAMETER_ROUTES: dict[bytes, Callable[[int], Reply]] = {b"bytes": send_bytes, b"sleep": sleep, b"cpu": burn_cpu}
@@ -173,7 +245,7 @@ def route(request: Request) -> Reply:
     handler = PARAMETER_ROUTES.get(name)
     if handler is None or not argument.isdigit():
         return NOT_FOUND
-    return handler(int(argument))
+    return handler(int(argument) if len(argument) <= MAX_PARAMETER_DIGITS else OVER_EVERY_CAP)
 
 
 class HttpConnection:
@@ -185,28 +257,50 @@ class HttpConnection:
         self._scanned = 0  # buffer bytes already searched for the end of the head
         self._waiting: Request | None = None  # parsed, its body still arriving
         self._body_left = 0
+        self.requests = 0  # heads parsed so far: progress, for the timeouts
+        self.paused = False  # a batch ended with requests still buffered: feed(b"") once it is written
         self.closing = False  # an answer that closes the connection was produced
 
+    @property
+    def pending(self) -> bool:
+        """Whether request bytes are buffered unanswered: a head or body under way, or requests held back."""
+        return self._waiting is not None or bool(self._buffer)
+
     def feed(self, data: bytes) -> list[Response]:
-        """Take the next bytes of the stream; return the answers to the requests they complete."""
+        """Take the next bytes of the stream; return the next batch of answers (see the module's docstring)."""
         if self.closing:
             return []
         self._buffer += data
-        responses = []
+        self.paused = False
+        responses: list[Response] = []
+        size = 0
         try:
             while not self.closing:
                 if self._waiting is None:
                     self._waiting = self._parse_head()
                     if self._waiting is None:
                         break
+                    self.requests += 1
                 if not self._skip_body():
                     break
                 request, self._waiting = self._waiting, None
-                responses.append(self._answer(request))
+                reply = self._app(request)
+                responses.append(response := self._respond(request, reply))
+                size += len(response.head) + response.bulk
+                if reply.slow or size >= MAX_BATCH_BYTES or len(responses) >= MAX_BATCH:
+                    self.paused = not self.closing and bool(self._buffer)
+                    break
         except HttpError as error:
-            self.closing = True
-            responses.append(Response(DATES.render(ERRORS[error.status], CLOSE, False), close_after=True))
+            responses.append(self._refuse(error.status))
+        except Exception as error:
+            FAILURES.report("a request failed, so its connection was answered 500 and closed", error)
+            responses.append(self._refuse(500))
         return responses
+
+    def _refuse(self, status: int) -> Response:
+        self.closing = True
+        self.paused = False
+        return error_response(status)
 
     def _skip_body(self) -> bool:
         """Discard body bytes; True once the whole body is consumed."""
@@ -227,12 +321,19 @@ class HttpConnection:
         if header_bytes > MAX_HEADER_BYTES:
             raise HttpError(431)
         if end < 0:
+            # No CRLF CRLF yet (none can start before _scanned). An empty line ended by a bare LF would end
+            # the head if LF ended lines: refuse it now, or such a client waits for an answer forever.
+            if buffer.find(b"\n\n", self._scanned) >= 0 or buffer.find(b"\n\r\n", self._scanned) >= 0:
+                raise HttpError(400)
             self._scanned = max(0, len(buffer) - 3)
             return None
         head = bytes(buffer[:end])
         del buffer[: end + 4]
         self._scanned = 0
-        return self._parse_fields(head.split(b"\r\n"))
+        lines = head.split(b"\r\n")
+        if head.count(b"\n") >= len(lines):  # an LF that is not part of a CRLF
+            raise HttpError(400)
+        return self._parse_fields(lines)
 
     def _parse_fields(self, lines: list[bytes]) -> Request:
         parts = lines[0].split(b" ")
@@ -248,6 +349,7 @@ class HttpConnection:
         if len(lines) - 1 > MAX_HEADER_FIELDS:
             raise HttpError(431)
         keep_alive = version == b"HTTP/1.1"
+        close_asked = False  # a close option wins over any keep-alive, in whichever field (RFC 9112 9.6)
         content_length = None
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -258,28 +360,28 @@ class HttpConnection:
             if name == b"connection":
                 options = {option.strip().lower() for option in value.split(b",")}
                 if b"close" in options:
-                    keep_alive = False
+                    close_asked = True
                 elif b"keep-alive" in options:
                     keep_alive = True
             elif name == b"content-length":
-                if not value.isdigit() or content_length not in (None, int(value)):
+                if not value.isdigit():
                     raise HttpError(400)
-                content_length = int(value)
+                if len(value) > MAX_BODY_DIGITS or (length := int(value)) > MAX_BODY:
+                    raise HttpError(413)
+                if content_length not in (None, length):
+                    raise HttpError(400)
+                content_length = length
             elif name == b"transfer-encoding":
                 raise HttpError(411)
         self._body_left = content_length or 0
+        keep_alive = keep_alive and not close_asked
         if not keep_alive:
             connection_header = CLOSE
         else:
             connection_header = KEEP_ALIVE_1_1 if version == b"HTTP/1.1" else KEEP_ALIVE_1_0
         return Request(method, target.partition(b"?")[0], keep_alive, connection_header)
 
-    def _answer(self, request: Request) -> Response:
-        try:
-            reply = self._app(request)
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            reply = ERRORS[500]
+    def _respond(self, request: Request, reply: Reply) -> Response:
         close = not request.keep_alive or reply.status >= 400
         self.closing = close
         connection_header = CLOSE if close else request.connection_header

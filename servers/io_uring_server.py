@@ -15,20 +15,24 @@ kernel.io_uring_disabled, a seccomp filter) `create` raises Unsupported, why.
 from __future__ import annotations
 
 import errno
+import os
 import platform
 import socket
 import sysconfig
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 from servers.base import Peer, Server, Settings, Unsupported, open_listener, warn_once
+from servers.http import FAILURES
 
 ENTRIES = 4096  # submission queue slots; the kernel keeps any number of requests in flight
 RECV_SIZE = 4096  # per connection: 40 MB for 10,000 idle ones
 ACCEPT_BACKOFF_S = 0.01  # after a failed accept (out of descriptors): pause instead of spinning
 MULTISHOT_ACCEPT_KERNEL = (5, 19)
-ACCEPT, RECV, SEND, RETRY_ACCEPT = range(4)  # low two bits of user_data; the rest is the descriptor
+ACCEPT, RECV, SEND, RETRY_ACCEPT, TICK = range(5)  # low three bits of user_data; the rest is the descriptor
+OP_BITS = 3
 IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
 
 
@@ -71,6 +75,7 @@ class IoUringServer(Server):
             raise Unsupported(setup_failure(error)) from None
         self.cqe = liburing.Cqe()
         self.backoff = liburing.timespec(ACCEPT_BACKOFF_S)
+        self.tick_ts = liburing.timespec(settings.tick_s)  # the timeouts are checked once a tick, as in every loop
         self.inbox: dict[int, bytearray] = {}  # fd -> the buffer its recv fills
         self.unsent: dict[int, bytes] = {}  # fd -> what its send writes (kept alive until it completes)
 
@@ -82,6 +87,7 @@ class IoUringServer(Server):
     def serve(self) -> None:
         uring, ring, cqe = self.uring, self.ring, self.cqe
         self.arm_accept()
+        self.submit(self.uring.io_uring_prep_timeout, 0, TICK, self.tick_ts, 0, 0)
         while True:
             uring.io_uring_submit_and_wait(ring, 1)  # SIGTERM: EINTR, and the handler raises Shutdown
             seen = 0
@@ -102,7 +108,7 @@ class IoUringServer(Server):
             self.uring.io_uring_submit(self.ring)
             sqe = self.uring.io_uring_get_sqe(self.ring)
         prep(sqe, *args)
-        sqe.user_data = fd << 2 | op
+        sqe.user_data = fd << OP_BITS | op
 
     def arm_accept(self) -> None:
         fd = self.listener.fileno()
@@ -117,29 +123,46 @@ class IoUringServer(Server):
         self.submit(self.uring.io_uring_prep_send, peer.fd, SEND, peer.fd, data, 0)
 
     def complete(self, user_data: int, result: int, flags: int) -> None:
-        fd, op = user_data >> 2, user_data & 3
+        fd, op = user_data >> OP_BITS, user_data & ((1 << OP_BITS) - 1)
         if op == ACCEPT:
             self.accepted(result, flags)
         elif op == RETRY_ACCEPT:
             self.arm_accept()
-        elif op == RECV:
+        elif op == TICK:
+            self.tick()
+        else:
             peer = self.peers[fd]
+            try:
+                self.exchange(peer, op, result)
+            except Exception as error:
+                FAILURES.report("serving a connection failed, so it was closed", error)
+                self.drop(peer)
+
+    def exchange(self, peer: Peer, op: int, result: int) -> None:
+        """A connection's recv or send completed with `result`: take its bytes, then its next step."""
+        if op == RECV:
             if result > 0:
-                for response in peer.http.feed(memoryview(self.inbox[fd])[:result]):
-                    peer.outbox.add(response)
+                peer.outbox.extend(peer.http.feed(memoryview(self.inbox[peer.fd])[:result]))
             elif result == 0:
                 peer.eof = True
             else:
                 peer.broken = True
-            self.next_step(peer)
-        else:
-            peer = self.peers[fd]
-            if result < 0:
-                peer.broken = True
-            elif result < len(self.unsent[fd]):
-                self.send(peer, self.unsent[fd][result:])  # partial: the rest again
-                return
-            self.next_step(peer)
+        elif result < 0:
+            peer.broken = True
+        elif result < len(self.unsent[peer.fd]):
+            self.send(peer, self.unsent[peer.fd][result:])  # partial: the rest again
+            return
+        elif not peer.outbox and peer.http.paused:  # a batch written: the core's next one
+            peer.outbox.extend(peer.http.feed(b""))
+        self.next_step(peer)
+
+    def tick(self) -> None:
+        """Expire connections past their timeout (their pending recv then ends), and set the next tick."""
+        now = time.monotonic()
+        for peer in list(self.peers.values()):
+            if peer.overdue(now, self.settings):
+                peer.expire()
+        self.submit(self.uring.io_uring_prep_timeout, 0, TICK, self.tick_ts, 0, 0)
 
     def accepted(self, result: int, flags: int) -> None:
         if result >= 0:
@@ -148,7 +171,7 @@ class IoUringServer(Server):
             peer = self.peers[result] = Peer(sock)
             self.recv(peer)
         else:
-            warn_once(f"accept {-result}", f"accept failed: {errno.errorcode.get(-result, -result)} (reported once)")
+            warn_once(f"accept {-result}", f"accept failed: {os.strerror(-result)} (reported once)")
         if not flags & self.uring.IORING_CQE_F_MORE:  # the multishot accept ended: arm it again
             if result >= 0:
                 self.arm_accept()

@@ -21,5 +21,5 @@ class PollServer(EventLoopServer):
     def unregister(self, fd: int) -> None:
         self.poller.unregister(fd)
 
-    def wait(self) -> Iterable[tuple[int, int]]:
-        return self.poller.poll()
+    def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
+        return self.poller.poll(timeout * 1000)  # milliseconds

@@ -1,7 +1,9 @@
 """reuseport: N worker processes, each with its own SO_REUSEPORT listener and epoll loop.
 
 The kernel spreads new connections over the listeners. The parent only
-starts the workers, forwards SIGTERM/SIGINT to them and waits for them.
+starts the workers, forwards SIGTERM/SIGINT to them, and starts a new worker
+(with a new listener) in place of one that dies: at most RESTART_BURST in
+RESTART_WINDOW_S, so a worker that dies at once is not forked in a loop.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
+from collections import deque
 
 from servers.base import SHUTDOWN_SIGNALS, Settings, Shutdown, open_listener, run_until_shutdown
 from servers.epoll_server import EpollServer
+
+RESTART_BURST = 5
+RESTART_WINDOW_S = 60.0
 
 
 class ReuseportServer:
@@ -49,11 +56,19 @@ class ReuseportServer:
             self.workers.append(self._start_worker(listener))
         for listener in self.listeners:
             listener.close()
-        while self.workers:
+        restarts: deque[float] = deque(maxlen=RESTART_BURST)
+        while True:
             pid, status = os.wait()
             self.workers.remove(pid)
-            print(f"servers: reuseport worker {pid} ended unexpectedly (wait status {status})", file=sys.stderr)
-        raise SystemExit(1)
+            say(f"reuseport worker {pid} ended unexpectedly ({describe(status)})")
+            if len(restarts) == RESTART_BURST and (wait := restarts[0] + RESTART_WINDOW_S - time.monotonic()) > 0:
+                say(f"{RESTART_BURST} restarts within {RESTART_WINDOW_S:g} s: the next in {wait:.0f} s")
+                time.sleep(wait)
+            restarts.append(time.monotonic())
+            self.listeners = [open_listener(self.settings, reuse_port=True)]
+            self.workers.append(self._start_worker(self.listeners[0]))
+            self.listeners[0].close()
+            say(f"reuseport worker {self.workers[-1]} started in place of {pid}")
 
     def _start_worker(self, listener: socket.socket) -> int:
         # Signals stay blocked across fork: the child must never unwind into the parent's code.
@@ -91,3 +106,12 @@ class ReuseportServer:
                 pass
         for listener in self.listeners:
             listener.close()
+
+
+def say(message: str) -> None:
+    print(f"servers: {message}", file=sys.stderr, flush=True)
+
+
+def describe(wait_status: int) -> str:
+    code = os.waitstatus_to_exitcode(wait_status)
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"

@@ -33,6 +33,6 @@ class SelectServer(EventLoopServer):
         self.readers.discard(fd)
         self.writers.discard(fd)
 
-    def wait(self) -> Iterable[tuple[int, int]]:
-        readable, writable, _ = select.select(self.readers, self.writers, ())
+    def wait(self, timeout: float) -> Iterable[tuple[int, int]]:
+        readable, writable, _ = select.select(self.readers, self.writers, (), timeout)
         return [(fd, READ) for fd in readable] + [(fd, WRITE) for fd in writable]

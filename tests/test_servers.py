@@ -2,188 +2,33 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import random
 import resource
 import signal
 import socket
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 import pytest
+from servers_harness import (
+    ALL_KINDS,
+    VARIANTS,
+    Client,
+    RunningServer,
+    assert_refused_while_others_are_served,
+    request,
+    run_cli,
+    settled_descriptor_count,
+    start_server,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from servers.kinds import KINDS  # noqa: E402
-
-ALL_KINDS = list(KINDS)
-# The conformance suite's servers: every kind, and asyncio on uvloop where uvloop is installed.
-VARIANTS = {kind: [kind] for kind in KINDS}
-if importlib.util.find_spec("uvloop"):
-    VARIANTS["asyncio-uvloop"] = ["asyncio", "--uvloop"]
 # one handler at a time
 SERIAL_HANDLER_KINDS = ["blocking", "select", "poll", "epoll", "epoll-et", "asyncio", "io-uring"]
 PARALLEL_HANDLER_KINDS = ["threaded", "epoll-pool"]
-CLOCK_TICK = 1 / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class HttpResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class Client:
-    """A plain socket client that reads HTTP/1.1 responses framed by Content-Length."""
-
-    def __init__(self, host: str, port: int, timeout: float = 10.0, receive_buffer: int | None = None) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        if receive_buffer:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.connect((host, port))
-        self.buffer = b""
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def get(self, path: str = "/", **options: object) -> HttpResponse:
-        self.send(request(path, **options))
-        return self.read_response(head_only=options.get("method") == "HEAD")
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.buffer += data
-
-    def read_response(self, head_only: bool = False) -> HttpResponse:
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
-        length = 0 if head_only else int(headers["content-length"])
-        while len(self.buffer) < length:
-            self._fill()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return HttpResponse(int(status_line.split(" ")[1]), headers, body)
-
-    def closed_by_server(self) -> bool:
-        """True once the server has closed its end (end of stream or reset) before the timeout."""
-        try:
-            while data := self.sock.recv(65536):
-                self.buffer += data
-        except ConnectionResetError:
-            pass
-        except TimeoutError:
-            return False
-        return True
-
-
-def request(path: str = "/", method: str = "GET", version: str = "HTTP/1.1", headers: str = "",
-            body: bytes = b"") -> bytes:
-    return f"{method} {path} {version}\r\nHost: test\r\n{headers}\r\n".encode() + body
-
-
-@dataclass
-class RunningServer:
-    kind: str
-    host: str
-    port: int
-    process: subprocess.Popen
-    stderr_path: Path
-
-    def client(self, **options: object) -> Client:
-        return Client(self.host, self.port, **options)
-
-    def pids(self) -> list[int]:
-        """The server process and its worker processes (reuseport)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return [self.process.pid, *map(int, children)]
-
-    def open_descriptors(self) -> int:
-        return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in self.pids())
-
-    def cpu_seconds(self) -> float:
-        fields = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in self.pids())
-        return sum(int(values[11]) + int(values[12]) for values in fields) * CLOCK_TICK
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def stop(self, signal_number: int = signal.SIGTERM) -> int:
-        """Signal the server, wait for it; its exit status (its stderr goes to ours if it is not 0)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal_number)
-        try:
-            status = self.process.wait(timeout=10)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        if status != 0:
-            print(f"{self.kind} exited with {status}; its stderr:\n{self.stderr()}", file=sys.stderr)
-        self.stderr_path.unlink()
-        return status
-
-
-def free_port(host: str) -> int:
-    """A free port below the ephemeral range (32768-), so no client connection takes it before the server binds."""
-    while True:
-        port = random.randrange(20_000, 32_768)
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            try:
-                probe.bind((host, port))
-                return port
-            except OSError:
-                continue
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servers", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
-
-
-def start_server(kind: str, *options: str, host: str = "127.0.0.1") -> RunningServer:
-    port = free_port(host)
-    stderr_file = tempfile.NamedTemporaryFile(prefix="server-stderr-", delete=False)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "servers", kind, "--host", host, "-p", str(port), *options],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr_file,
-    )
-    stderr_file.close()
-    server = RunningServer(kind, host, port, process, Path(stderr_file.name))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{kind} exited at start with {server.stop()}")
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.02)
-    server.stop()
-    pytest.fail(f"{kind} did not accept connections within 10 s")
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -191,18 +36,6 @@ def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     running = start_server(*VARIANTS[request.param])
     yield running
     assert running.stop() == 0
-
-
-def settled_descriptor_count(server: RunningServer, target: int | None = None, timeout: float = 5.0) -> int:
-    """The server's descriptor count once it stops changing (or reaches target)."""
-    deadline = time.monotonic() + timeout
-    count = server.open_descriptors()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        previous, count = count, server.open_descriptors()
-        if (count <= target) if target is not None else count == previous:
-            break
-    return count
 
 
 # --- conformance: every kind -------------------------------------------------------------------------
@@ -354,20 +187,7 @@ ERROR_CASES = {
 
 @pytest.mark.parametrize("case", ERROR_CASES)
 def test_error_answered_and_others_still_served(server: RunningServer, case: str) -> None:
-    payload, status = ERROR_CASES[case]
-    # A client connected before keeps being served, except by blocking, which holds one client at a time.
-    bystander = None if server.kind == "blocking" else server.client()
-    if bystander:
-        assert bystander.get("/").status == 200
-    with server.client() as client:
-        client.send(payload)
-        assert client.read_response().status == status
-        assert client.closed_by_server()
-    if bystander:
-        with bystander:
-            assert bystander.get("/").status == 200
-    with server.client() as client:
-        assert client.get("/").status == 200
+    assert_refused_while_others_are_served(server, *ERROR_CASES[case])
 
 
 def test_no_descriptor_leak(server: RunningServer) -> None:

@@ -3,9 +3,19 @@ Date caching."""
 
 from __future__ import annotations
 
+import io
 import time
 
-from servers.http import MAX_HEADER_FIELDS, MAX_REQUEST_LINE, HttpConnection, Reply, Request, Response
+from servers.http import (
+    FAILURE_LOG_BURST,
+    MAX_HEADER_FIELDS,
+    MAX_REQUEST_LINE,
+    FailureLog,
+    HttpConnection,
+    Reply,
+    Request,
+    Response,
+)
 
 HELLO_REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -82,6 +92,25 @@ def test_a_raising_handler_answers_500_and_the_connection_closes() -> None:
     connection = HttpConnection(app=broken_app)
     answers = connection.feed(HELLO_REQUEST)
     assert status(answers[0]) == 500 and answers[0].close_after and connection.closing
+
+
+def test_failures_are_logged_at_a_bounded_rate() -> None:
+    stream = io.StringIO()
+    log = FailureLog(stream, window_s=0.3)
+
+    def fail(times: int) -> None:
+        for _ in range(times):
+            try:
+                raise RuntimeError("handler bug")
+            except RuntimeError as error:
+                log.report("a request failed", error)
+
+    fail(3 * FAILURE_LOG_BURST)
+    assert stream.getvalue().count("RuntimeError: handler bug") == FAILURE_LOG_BURST
+    time.sleep(0.3)
+    fail(1)  # a new window: printed, with the count of those left out
+    assert stream.getvalue().count("RuntimeError: handler bug") == FAILURE_LOG_BURST + 1
+    assert f"({2 * FAILURE_LOG_BURST} more failures were not shown)" in stream.getvalue()
 
 
 def test_http_1_0_keep_alive_only_when_asked() -> None:

@@ -1,1 +1,0 @@
-"""The benchmark pipeline: config -> runner -> sweep -> results -> plots and report."""

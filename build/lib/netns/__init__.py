@@ -1,1 +1,0 @@
-"""Network-namespace topology of the testbed (pyroute2) and helpers to run inside it."""
