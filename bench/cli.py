@@ -23,7 +23,7 @@ from bench.analysis.compare import compare
 from bench.analysis.metrics import METRICS
 from bench.analysis.report import write_outputs
 from bench.analysis.summary import summarize
-from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCE_SERVER, WORKLOADS, SweepConfig, workload
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCES, WORKLOADS, SweepConfig, workload
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
 from bench.results import Record, Run, ServerProfile, load
@@ -79,7 +79,8 @@ def server_pair(text: str) -> tuple[str, str]:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options the sweep and `profile` share."""
     parser.add_argument("--servers", nargs="+", metavar="KIND",
-                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
+                        help=f"server kinds (python3 -m servers --list); the references {' and '.join(REFERENCES)} "
+                             "are always added")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
     parser.add_argument("--runner", choices=RUNNERS, default="process")
@@ -124,7 +125,7 @@ def profile_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
     """The preset's values, overridden by the options given; bad names end in a usage error."""
     preset = PRESETS[args.preset]
-    known = [*server_kinds(), REFERENCE_SERVER]
+    known = [*server_kinds(), *REFERENCES]
     servers = args.servers or preset.servers or known
     if unknown := [s for s in servers if s not in known]:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
@@ -142,7 +143,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     return SweepConfig(
         preset=args.preset,
-        servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
+        servers=tuple(dict.fromkeys([*servers, *REFERENCES])),
         workloads=tuple(workload(w) for w in workloads),
         connections=tuple(args.connections or preset.connections),
         duration_s=args.duration or preset.duration_s,

@@ -25,7 +25,7 @@ from itertools import groupby
 from pathlib import Path
 
 from bench import procfs, verify, wrk
-from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
+from bench.config import FLOOR_SERVER, REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
@@ -143,6 +143,9 @@ def unsupported(point: Point) -> str | None:
     path = point.workload.path
     if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
         return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
+    if point.server == FLOOR_SERVER and (path != "/" or point.workload.close):
+        return (f"the {FLOOR_SERVER} reference answers only kept-alive GET / (servers/floor_server.py): "
+                f"it is the cheapest Python loop, not a server")
     descriptors = point.workload.idle + point.connections + SERVER_SPARE_FDS
     if point.server == "select" and descriptors > FD_SETSIZE:
         return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "

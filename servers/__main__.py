@@ -9,7 +9,7 @@ import socket
 import sys
 
 from servers.base import Settings, UsageError, raise_open_file_limit, run_until_shutdown
-from servers.kinds import KINDS
+from servers.kinds import KINDS, RUNNABLE
 
 BIND_ERRORS = {
     errno.EADDRINUSE: "the port is already in use",
@@ -32,10 +32,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def usage_problem(args: argparse.Namespace) -> str | None:
-    if args.kind not in KINDS:
+    if args.kind not in RUNNABLE:
         given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
-        return f"{given}; kinds: {', '.join(KINDS)}"
-    if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
+        return f"{given}; kinds: {', '.join(RUNNABLE)}"
+    if args.workers is not None and (not RUNNABLE[args.kind].takes_workers or args.workers < 1):
         return "--workers takes a positive count, for reuseport and epoll-pool only"
     if args.uvloop and args.kind != "asyncio":
         return "--uvloop applies to the asyncio kind only"
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(args.host, args.port, args.backlog, args.workers, args.uvloop)
     raise_open_file_limit()
     try:
-        server = KINDS[args.kind].create(settings)
+        server = RUNNABLE[args.kind].create(settings)
     except UsageError as error:
         print(f"servers: {error}", file=sys.stderr)
         return 2

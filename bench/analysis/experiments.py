@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.analysis import plots
 from bench.analysis.metrics import FIGURES
 from bench.analysis.summary import Cell, median
-from bench.config import EXPERIMENTS, REFERENCE_SERVER, Experiment
+from bench.config import EXPERIMENTS, REFERENCES, Experiment
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
 
@@ -104,7 +104,7 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
         first, last = measured[0], measured[-1]
         changes.append((rps(last) / rps(first), server, first, last))
     changes.sort(reverse=True)
-    parts = [f"{server}{' (reference)' if server == REFERENCE_SERVER else ''} "
+    parts = [f"{server}{' (reference)' if server in REFERENCES else ''} "
              f"{f'kept {ratio:.0%} of its throughput' if ratio < 1 else f'multiplied its throughput by {ratio:.2f}'} "
              f"({rps(first):,.0f} → {rps(last):,.0f} requests/s at {first.connections:,} → {last.connections:,}; "
              f"CPU {median(first, 'cpu_us_per_request'):,.1f} → {median(last, 'cpu_us_per_request'):,.1f} µs/request)"
