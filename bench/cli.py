@@ -24,16 +24,7 @@ from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import METRICS
 from bench.analysis.report import write_gil_report, write_outputs
 from bench.analysis.summary import summarize
-from bench.config import (
-    DEFAULT_PRESET,
-    EXPERIMENTS,
-    PRESETS,
-    REFERENCE_SERVER,
-    WORKLOADS,
-    SweepConfig,
-    cpu_list,
-    workload,
-)
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCES, WORKLOADS, SweepConfig, cpu_list, workload
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
 from bench.results import JSON_NAME, Record, Run, ServerProfile, load
@@ -103,7 +94,8 @@ def server_pair(text: str) -> tuple[str, str]:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options the sweep and `profile` share."""
     parser.add_argument("--servers", nargs="+", metavar="KIND",
-                        help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
+                        help=f"server kinds (python3 -m servers --list); the references {' and '.join(REFERENCES)} "
+                             "are always added")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
     parser.add_argument("--runner", choices=RUNNERS, default="process")
@@ -168,7 +160,7 @@ def gil_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
     """The preset's values, overridden by the options given; bad names end in a usage error."""
     preset = PRESETS[args.preset]
-    known = [*server_kinds(), REFERENCE_SERVER]
+    known = [*server_kinds(), *REFERENCES]
     chosen = [EXPERIMENTS[e] for e in args.experiments or () if e in EXPERIMENTS]
     # Experiments that name their models (gil) sweep only those, unless another one wants them all.
     named = [s for e in chosen for s in e.servers or ()] if chosen and all(e.servers for e in chosen) else None
@@ -189,7 +181,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     return SweepConfig(
         preset=args.preset,
-        servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
+        servers=tuple(dict.fromkeys([*servers, *REFERENCES])),
         workloads=tuple(workload(w) for w in workloads),
         connections=tuple(args.connections or preset.connections),
         duration_s=args.duration or preset.duration_s,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
+FLOOR_SERVER = "floor"  # the cheapest Python loop (servers/floor_server.py), measured in every sweep
+REFERENCES = (FLOOR_SERVER, REFERENCE_SERVER)  # drawn dashed, never ranked among the models
 
 # A point is client-bound when wrk used at least this share of its CPU while
 # the server used less than this share of its own: the load generator, not the

@@ -26,7 +26,7 @@ from itertools import groupby
 from pathlib import Path
 
 from bench import procfs, verify, wrk
-from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
+from bench.config import FLOOR_SERVER, REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
@@ -176,6 +176,9 @@ def unsupported(point: Point, limits: HostLimits) -> str | None:
     path = point.workload.path
     if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
         return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
+    if point.server == FLOOR_SERVER and (path != "/" or point.workload.close):
+        return (f"the {FLOOR_SERVER} reference answers only kept-alive GET / (servers/floor_server.py): "
+                f"it is the cheapest Python loop, not a server")
     connections = point.workload.idle + point.connections
     need = f"{point.workload.idle:,} idle + {point.connections} active connections need"
     descriptors = connections + SERVER_SPARE_FDS

@@ -19,7 +19,7 @@ from servers.base import (
     raise_open_file_limit,
     run_until_shutdown,
 )
-from servers.kinds import KINDS
+from servers.kinds import KINDS, RUNNABLE
 
 MAX_TIMEOUT_S = 24 * 3600.0
 
@@ -50,10 +50,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def usage_problem(args: argparse.Namespace) -> str | None:
-    if args.kind not in KINDS:
+    if args.kind not in RUNNABLE:
         given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
-        return f"{given}; kinds: {', '.join(KINDS)}"
-    if args.workers is not None and (not KINDS[args.kind].takes_workers or args.workers < 1):
+        return f"{given}; kinds: {', '.join(RUNNABLE)}"
+    if args.workers is not None and (not RUNNABLE[args.kind].takes_workers or args.workers < 1):
         return "--workers takes a positive count, for reuseport, epoll-pool and threaded only"
     if args.uvloop and args.kind != "asyncio":
         return "--uvloop applies to the asyncio kind only"
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.idle_timeout)
     raise_open_file_limit()
     try:
-        server = KINDS[args.kind].create(settings)
+        server = RUNNABLE[args.kind].create(settings)
     except UsageError as error:
         print(f"servers: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from bench.analysis import plots
 from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import table
-from bench.config import EXPERIMENTS, REFERENCE_SERVER, Experiment
+from bench.config import EXPERIMENTS, REFERENCES, Experiment
 from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
@@ -123,7 +123,7 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
     changes.sort(reverse=True)
     flat = [f"{server} to {last.connections:,}" for ratio, server, _, last in
             sorted(changes, key=lambda change: (-change[3].connections, change[1])) if ratio >= FLAT_SHARE]
-    parts = [f"{server}{' (reference)' if server == REFERENCE_SERVER else ''} "
+    parts = [f"{server}{' (reference)' if server in REFERENCES else ''} "
              f"{f'kept {ratio:.0%} of its throughput' if ratio < 1 else f'multiplied its throughput by {ratio:.2f}'} "
              f"({rps(first):,.0f} → {rps(last):,.0f} requests/s at {first.connections:,} → {last.connections:,}; "
              f"CPU {median(first, 'cpu_us_per_request'):,.1f} → {median(last, 'cpu_us_per_request'):,.1f} µs/request)"
@@ -266,7 +266,7 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
     for workload in workloads:
         connections = max(run.connections for run in runs)
         lines += [f"## gil: {workload} at {connections} connections", "", *gil_table(runs, workload), ""]
-        servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload and s != REFERENCE_SERVER)
+        servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload and s not in REFERENCES)
         for server in servers:
             lines += [gil_paragraph(runs, workload, server), ""]
     return lines

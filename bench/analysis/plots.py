@@ -11,11 +11,14 @@ import matplotlib.pyplot as plt
 
 from bench.analysis.metrics import FIGURES, Metric
 from bench.analysis.summary import Cell
-from bench.config import REFERENCE_SERVER
+from bench.config import REFERENCES
 from bench.errors import BenchError
 from bench.profiling import Breakdown, breakdown, differential, plot_breakdown
 from bench.profiling.flamegraph import RenderError
 from bench.results import FLAMEGRAPH_DIR, Profiling
+
+# The references are dashed, in greys: the C server black, the Python floor grey.
+REFERENCE_COLOURS = dict(zip(REFERENCES, ("grey", "black"), strict=True))
 
 
 def figure_path(directory: Path, workload: str, figure: str) -> Path:
@@ -49,10 +52,10 @@ def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
             x = [n for n, _ in points]
             medians = [s.median for _, s in points]
             errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
-            reference = server == REFERENCE_SERVER
+            reference = server in REFERENCES
             ax.errorbar(x, medians, yerr=errors, label=f"{server} (reference)" if reference else server,
-                        marker="o", markersize=4, capsize=3,
-                        linestyle="--" if reference else "-", color="black" if reference else None)
+                        marker="o", markersize=4, capsize=3, linestyle="--" if reference else "-",
+                        color=REFERENCE_COLOURS.get(server))
         if min(connections) > 0:  # a log axis cannot show 0 (the idle experiment's first point)
             ax.set_xscale("log", base=2)
         ax.set_xticks(connections, [f"{n:,}" for n in connections])

@@ -9,7 +9,7 @@ from bench.analysis import experiments, plots
 from bench.analysis.metrics import FIGURES, TABLED
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
-from bench.config import DISTURBED_CPU_SHARE, REFERENCE_SERVER, SATURATED_CPU_SHARE, cpu_list
+from bench.config import DISTURBED_CPU_SHARE, FLOOR_SERVER, REFERENCE_SERVER, REFERENCES, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
@@ -23,8 +23,8 @@ def peak(cells: list[Cell], server: str) -> Cell | None:
 
 
 def verdict(workload: str, cells: list[Cell]) -> str:
-    """One sentence from the numbers: who won, by how much, against the reference, what was client-bound."""
-    servers = dict.fromkeys(c.server for c in cells if c.server != REFERENCE_SERVER)
+    """One sentence from the numbers: who won, by how much, against the references, what was client-bound."""
+    servers = dict.fromkeys(c.server for c in cells if c.server not in REFERENCES)
     peaks = sorted((p for p in (peak(cells, s) for s in servers) if p is not None),
                    key=lambda c: median(c, "requests_per_s"), reverse=True)
     if not peaks:
@@ -42,14 +42,17 @@ def verdict(workload: str, cells: list[Cell]) -> str:
     if (reference := peak(cells, REFERENCE_SERVER)) is not None:
         text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))}, "
                  f"so {best.server} reached {best_rps / median(reference, 'requests_per_s'):.2f}× {REFERENCE_SERVER}")
-    same_load = [c for c in cells if c.connections == best.connections
-                 and median(c, "cpu_us_per_request") is not None and c.server != REFERENCE_SERVER]
+    measured = [c for c in cells if c.connections == best.connections and median(c, "cpu_us_per_request") is not None]
+    same_load = [c for c in measured if c.server not in REFERENCES]
     if len(same_load) > 1:
         low = min(same_load, key=lambda c: median(c, "cpu_us_per_request"))
         high = max(same_load, key=lambda c: median(c, "cpu_us_per_request"))
         text += (f"; at {best.connections} connections server CPU per request ran from "
                  f"{median(low, 'cpu_us_per_request'):.1f} µs ({low.server}) to "
                  f"{median(high, 'cpu_us_per_request'):.1f} µs ({high.server})")
+        for floor in (c for c in measured if c.server == FLOOR_SERVER):
+            text += (f", against {median(floor, 'cpu_us_per_request'):.1f} µs for the {FLOOR_SERVER} "
+                     f"(the cheapest Python loop: the rest is HTTP handling and the model)")
     bound = [f"{c.server}@{c.connections}" for c in cells if c.client_bound]
     disturbed = sum(c.disturbed > 0 for c in cells)
     return (text + f"; client-bound points: {', '.join(bound) if bound else 'none'}; "

@@ -36,7 +36,7 @@ def test_profile_is_still_accepted_as_the_older_spelling_of_preset():
     parser = sweep_parser()
     for option in ("--preset", "--profile"):
         config = resolve(parser.parse_args([option, "smoke"]), parser)
-        assert config.preset == "smoke" and config.servers == ("epoll", "blocking", "nginx")
+        assert config.preset == "smoke" and config.servers == ("epoll", "blocking", "floor", "nginx")
 
 
 def test_paths_are_shown_as_the_host_names_them(monkeypatch):

@@ -21,10 +21,10 @@ SERVERS = ("threaded", "epoll-pool", "epoll", "reuseport")
 def test_the_gil_experiment_sweeps_its_four_models_unless_told_otherwise():
     parser = sweep_parser()
     config = resolve(parser.parse_args(["--experiments", "gil"]), parser)
-    assert config.servers == (*SERVERS, "nginx")
+    assert config.servers == (*SERVERS, "floor", "nginx")
     assert [w.name for w in config.workloads] == ["plaintext", "sleep-5", "cpu-200"]
     config = resolve(parser.parse_args(["--experiments", "gil", "--servers", "poll"]), parser)
-    assert config.servers == ("poll", "nginx")
+    assert config.servers == ("poll", "floor", "nginx")
     config = resolve(parser.parse_args(["--experiments", "gil", "churn"]), parser)  # churn wants every model
     assert {"select", "io-uring", "blocking"} <= set(config.servers)
 
