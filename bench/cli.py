@@ -2,11 +2,13 @@
 python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
 python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json
 python3 -m bench compare A B      per-point ratios B/A of two runs
+python3 -m bench ship-image --from ENGINE --to ENGINE   copy the image to another Docker engine
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
@@ -82,7 +84,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help=f"server kinds (python3 -m servers --list); {REFERENCE_SERVER} is always added")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
-    parser.add_argument("--runner", choices=RUNNERS, default="process")
+    parser.add_argument("--runner", choices=RUNNERS, help="process (default) or docker; docker with --server-engine")
     parser.add_argument("--cpus", metavar="SERVER,CLIENT",
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
                              "CPUs, so reuseport's processes can run in parallel)")
@@ -92,6 +94,35 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diff", nargs="+", type=server_pair, metavar="A,B",
                         help="differential flame graphs from A to B (default: "
                              f"{' and '.join(','.join(pair) for pair in DEFAULT_DIFFS)}, of those profiled)")
+    machines = parser.add_argument_group(
+        "two or more machines", "the server on one Docker engine, wrk on others (README: Two or more machines); "
+        "ENGINE is a unix:// tcp:// ssh://user@host URL or a Docker context name")
+    machines.add_argument("--server-engine", metavar="ENGINE", help="the engine the servers run on (host network)")
+    machines.add_argument("--client-engine", action="append", metavar="ENGINE",
+                          help="an engine that runs one wrk per point; repeat it for several, which start together "
+                               "and whose results are merged")
+    machines.add_argument("--server-addr", metavar="ADDR",
+                          help="an address of the server engine's host: the server listens there and wrk loads it")
+
+
+def resolve_engines(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                    workloads: list[str]) -> tuple[str, str | None, tuple[str, ...], str | None]:
+    """The runner and the engine options, checked: all three engine options or none."""
+    engines = (args.server_engine, args.client_engine, args.server_addr)
+    if not any(engines):
+        return args.runner or ProcessRunner.name, None, (), None
+    if not all(engines):
+        parser.error("--server-engine, --client-engine and --server-addr go together")
+    if args.runner == ProcessRunner.name:
+        parser.error("--server-engine runs the servers and wrk in containers: it needs --runner docker")
+    try:
+        address = str(ipaddress.ip_address(args.server_addr))
+    except ValueError:
+        parser.error(f"--server-addr takes an IP address, not {args.server_addr!r}")
+    if idle := [w for w in workloads if workload(w).idle]:
+        parser.error(f"workload(s) {', '.join(idle)} hold idle connections from the client namespace of one host; "
+                     "they do not run with --client-engine")
+    return "docker", args.server_engine, tuple(args.client_engine), address
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -134,11 +165,13 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
+    runner, server_engine, client_engines, server_addr = resolve_engines(args, parser, workloads)
     try:
         server_cpus, client_cpu = parse_cpus(args.cpus) if args.cpus else default_cpus()
     except ValueError:
         parser.error(f"--cpus takes SERVER,CLIENT CPU numbers (SERVER may be a range A-B), not {args.cpus!r}")
-    if not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
+    # On other machines' engines the runner checks the CPUs against each engine's.
+    if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     return SweepConfig(
         preset=args.preset,
@@ -148,9 +181,12 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
         repeat=args.repeat or preset.repeat,
-        runner=args.runner,
+        runner=runner,
         server_cpus=server_cpus,
         client_cpu=client_cpu,
+        server_engine=server_engine,
+        client_engines=client_engines,
+        server_addr=server_addr,
     )
 
 
@@ -278,7 +314,25 @@ def compare_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command}
+def ship_image_command(argv: list[str]) -> int:
+    from bench.runners.docker import DEFAULT_IMAGE, IMAGE_ENV
+    from bench.runners.engines import connect, ship_image
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench ship-image",
+        description="Copy the image from one Docker engine to others (docker save | docker load through the "
+                    "Docker SDK, streamed through this host), so that every engine of a sweep has the same image ID.")
+    parser.add_argument("--from", dest="source", required=True, metavar="ENGINE")
+    parser.add_argument("--to", dest="targets", required=True, action="append", metavar="ENGINE")
+    parser.add_argument("--image", default=os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
+    args = parser.parse_args(argv)
+    source = connect(args.source)
+    for target in args.targets:
+        console.print(f"{args.image} {ship_image(args.image, source, connect(target))} now on {target}")
+    return 0
+
+
+COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command,
+            "ship-image": ship_image_command}
 
 
 def main(argv: list[str] | None = None) -> int:

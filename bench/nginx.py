@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.config import WORKLOADS
+from bench.config import WORKLOADS, host_port
 
 CONFIG = """\
 daemon off;
@@ -19,7 +19,7 @@ events {{
 http {{
     access_log off;
     server {{
-        listen [{host}]:{port};
+        listen {address};
         location = / {{
             default_type text/plain;
             return 200 "Hello, World!";
@@ -43,6 +43,6 @@ def prepare(directory: Path, host: str, port: int, nofile: int) -> list[str]:
         (bytes_dir / str(size)).write_bytes(b"x" * size)
     config = directory / "nginx.conf"
     # Leave some descriptors for the listening socket, logs and files.
-    config.write_text(CONFIG.format(directory=directory, host=host, port=port,
+    config.write_text(CONFIG.format(directory=directory, address=host_port(host, port),
                                     nofile=nofile, connections=max(nofile - 100, 1024)))
     return ["nginx", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config)]

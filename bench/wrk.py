@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import Workload
+from bench.config import Workload, host_port
 
 SCRIPT = Path(__file__).with_name("wrk") / "report.lua"
 HISTOGRAM_ENV = "SWISSKNIFE_WRK_HISTOGRAM"  # =1: report.lua adds the latency histogram to its line
@@ -33,7 +33,7 @@ class WrkReport:
 
 
 def url(host: str, port: int, path: str) -> str:
-    return f"http://[{host}]:{port}{path}"
+    return f"http://{host_port(host, port)}{path}"
 
 
 def command(target: str, workload: Workload, connections: int, duration_s: int,

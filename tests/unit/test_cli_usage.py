@@ -37,3 +37,36 @@ def test_profile_is_still_accepted_as_the_older_spelling_of_preset():
     for option in ("--preset", "--profile"):
         config = resolve(parser.parse_args([option, "smoke"]), parser)
         assert config.preset == "smoke" and config.servers == ("epoll", "blocking", "nginx")
+
+
+def test_engine_options_go_together_and_are_checked_before_anything_runs():
+    code, output = bench("--server-engine", "unix:///x.sock")
+    assert code == 2 and "--server-engine, --client-engine and --server-addr go together" in output, output
+    engines = ("--server-engine", "unix:///a.sock", "--client-engine", "unix:///b.sock")
+    code, output = bench(*engines, "--server-addr", "fd00::zz")
+    assert code == 2 and "--server-addr takes an IP address, not 'fd00::zz'" in output, output
+    code, output = bench(*engines, "--server-addr", "fd00:5b::1", "--runner", "process")
+    assert code == 2 and "needs --runner docker" in output, output
+    code, output = bench(*engines, "--server-addr", "fd00:5b::1", "--experiments", "idle-connections")
+    assert code == 2 and "idle-1000, idle-5000" in output and "do not run with --client-engine" in output, output
+
+
+def test_engine_options_resolve_into_the_config():
+    from bench.cli import resolve, sweep_parser
+    parser = sweep_parser()
+    config = resolve(parser.parse_args([
+        "--preset", "smoke", "--server-engine", "ctx-a", "--client-engine", "ssh://me@b", "--client-engine",
+        "tcp://c:2375", "--server-addr", "192.0.2.1", "--cpus", "0-3,7"]), parser)
+    assert (config.runner, config.server_engine, config.client_engines, config.server_addr) == (
+        "docker", "ctx-a", ("ssh://me@b", "tcp://c:2375"), "192.0.2.1")
+    assert (config.server_cpus, config.client_cpu) == ((0, 1, 2, 3), 7)  # the engines' CPUs, not this host's
+    plain = resolve(parser.parse_args(["--preset", "smoke"]), parser)
+    assert (plain.runner, plain.server_engine, plain.client_engines, plain.server_addr) == ("process", None, (), None)
+
+
+def test_urls_and_nginx_take_both_address_families():
+    from bench import nginx, wrk
+    assert wrk.url("fd00:5a::1", 80, "/") == "http://[fd00:5a::1]:80/"
+    assert wrk.url("192.0.2.1", 80, "/x") == "http://192.0.2.1:80/x"
+    assert "listen 192.0.2.1:8080;" in nginx.CONFIG.format(
+        directory="/d", address="192.0.2.1:8080", nofile=1, connections=1)
