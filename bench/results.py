@@ -19,7 +19,9 @@ import jsonschema
 from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3  # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile
+# 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile;
+# 4: config.server_engine/client_engines/server_addr and record.clients (several machines)
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
@@ -79,6 +81,8 @@ class Record:
     # idle connections held beside wrk's (idle-connection workloads)
     idle_held: int | None = None  # open on the holders' side
     idle_on_server: int | None = None  # established at the server's port as the server namespace counts them
+    # several client engines (their runs merged above): each one's own figures, as ClientFigures dicts
+    clients: list[dict] | None = None
 
     @property
     def wrk_errors(self) -> int:
@@ -88,6 +92,21 @@ class Record:
     @property
     def disturbed(self) -> bool:
         return (self.other_cpu_share or 0) >= DISTURBED_CPU_SHARE
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """One client engine's share of a merged point."""
+
+    engine: str
+    requests: int
+    bytes: int
+    errors: int
+    latency_p50_us: float | None
+    latency_p99_us: float | None
+    cpu_s: float  # its wrk container's CPU
+    cpu_share: float  # of the one CPU it is pinned to
+    client_bound: bool  # this wrk's core saturated while the server's was not
 
 
 @dataclass
@@ -182,7 +201,12 @@ def upgraded(document: dict) -> dict:
     if version == 2 and "profile" in config:
         config["preset"] = config.pop("profile")
         version = 3
-    return {**document, "schema_version": version, "config": config}
+    records = document.get("records", [])
+    if version == 3:
+        config.update(server_engine=None, client_engines=[], server_addr=None)
+        records = [{**record, "clients": None} for record in records]
+        version = 4
+    return {**document, "schema_version": version, "config": config, "records": records}
 
 
 def load(directory: Path) -> Run:
