@@ -270,7 +270,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
             progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
 
         try:
-            run = execute(config, runner, topo, out, args.flamegraphs, diffs,
+            run = execute(config, runner, out, args.flamegraphs, diffs,
                           RunEvents(on_start, on_record, on_profile))
         except Interrupted as interrupted:
             progress.console.print(f"{interrupted}: sweep stopped, records kept in {out} "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import math
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +27,9 @@ from bench import procfs, verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
+from bench.network import Namespaces, Network
 from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
 from bench.runners import Runner, ServerUsage, WrkRun
-from netns import ns
-from netns.config import Topology
-from netns.topology import counters
 from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
@@ -57,22 +54,22 @@ class ProfilePlan:
     on_profile: Callable[[ServerProfile], None]
 
 
-def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Callable[[Record], None],
+def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Callable[[Record], None],
               profiling: ProfilePlan | None = None) -> None:
     """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
     each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
     try:
         for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
             points = list(points)
-            run_group(runner, topo, config, points, on_record)
+            run_group(runner, net, config, points, on_record)
             profiled = max(points, key=lambda p: p.connections)
             if profiling is not None and unsupported(profiled) is None:
-                profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
+                profiling.on_profile(profile_point(runner, net, config, profiled, profiling))
     finally:
         runner.stop()
 
 
-def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
+def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Point],
               on_record: Callable[[Record], None]) -> None:
     """The points of one (server, workload), with one server started for them (again if it dies)."""
     session: ServerSession | None = None
@@ -90,16 +87,16 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                 if session is None or not session.alive:
                     if session is not None:
                         session.stop()
-                    session, warmed = ServerSession(runner, topo, config, point), set()
+                    session, warmed = ServerSession(runner, net, config, point), set()
                     try:
                         session.start()
                     except PointFailed as failure:
                         broken = str(failure)
                         raise
                 if point.connections not in warmed:
-                    run_wrk(runner, topo, config, point, session.port, config.warmup_s)
+                    run_wrk(runner, net, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
-                record = measure(runner, topo, config, point, session.port)
+                record = measure(runner, net, config, point, session.port)
             except PointFailed as failure:
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status="failed", failure=str(failure), started_at=now())
@@ -111,15 +108,15 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
             session.stop()
 
 
-def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Point,
                   profiling: ProfilePlan) -> ServerProfile:
     """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
     try:
-        with ServerSession(runner, topo, config, point, profiled=True) as session:
+        with ServerSession(runner, net, config, point, profiled=True) as session:
             load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                load = pool.submit(run_wrk, runner, topo, config, point, session.port, load_s)
+                load = pool.submit(run_wrk, runner, net, config, point, session.port, load_s)
                 time.sleep(PROFILE_LEAD_S)
                 syscalls = runner.count_syscalls(profiling.syscall_window_s)
                 result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
@@ -165,9 +162,9 @@ class ServerSession:
     sweep goes on. Only BenchError (the sweep cannot run at all) and interrupts pass through.
     """
 
-    def __init__(self, runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+    def __init__(self, runner: Runner, net: Network, config: SweepConfig, point: Point,
                  profiled: bool = False) -> None:
-        self.runner, self.topo, self.config, self.point, self.profiled = runner, topo, config, point, profiled
+        self.runner, self.net, self.config, self.point, self.profiled = runner, net, config, point, profiled
         self.port = 0
         self.idle: Idle | None = None
 
@@ -180,9 +177,9 @@ class ServerSession:
 
     def start(self) -> None:
         try:
-            self.port = start_verified(self.runner, self.topo, self.config, self.point, self.profiled)
+            self.port = start_verified(self.runner, self.net, self.config, self.point, self.profiled)
             if self.point.workload.idle:
-                self.idle = hold_idle(self.topo, self.port, self.point.workload.idle)
+                self.idle = hold_idle(self.net, self.port, self.point.workload.idle)
         except (PointFailed, BenchError):
             self.stop()
             raise
@@ -204,8 +201,11 @@ class ServerSession:
         self.runner.stop_server()
 
 
-def hold_idle(topo: Topology, port: int, count: int) -> Idle:
+def hold_idle(net: Network, port: int, count: int) -> Idle:
     """Open `count` idle connections from the client namespace and count them at the server's port."""
+    if not isinstance(net, Namespaces):
+        raise PointFailed("idle connections are held from the client namespace of the one-host topology")
+    topo = net.topo
     connections = IdleConnections(topo.client_ns, topo.server_addr, port, count)
     try:
         held = connections.open().held
@@ -219,22 +219,15 @@ def hold_idle(topo: Topology, port: int, count: int) -> Idle:
     return Idle(connections, held, on_server)
 
 
-def free_port(topo: Topology) -> int:
-    """A port nothing listens on at the server address (a fresh one per start: no TIME_WAIT clashes)."""
-    with ns.inside(topo.server_ns), socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-        probe.bind((topo.server_addr, 0))
-        return probe.getsockname()[1]
-
-
-def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+def start_verified(runner: Runner, net: Network, config: SweepConfig, point: Point,
                    profiled: bool = False) -> int:
     """Start the point's server and check its answers; its port, or PointFailed saying why it is unusable."""
-    port = free_port(topo)
-    runner.start_server(point.server, topo.server_addr, port, profiled)
-    problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
+    port = net.free_port()
+    runner.start_server(point.server, net.server_addr, port, profiled)
+    problem = verify.wait_until_answering(net, port, runner.server_exit_code, config.ready_timeout_s)
     if problem is None:
         try:
-            if found := verify.problems(topo, port, point.workload):
+            if found := verify.problems(net, port, point.workload):
                 problem = "verification failed: " + "; ".join(found)
         except (OSError, http.client.HTTPException) as error:
             problem = f"verification failed: {error!r}"
@@ -248,10 +241,10 @@ def with_server_log(runner: Runner, reason: str) -> str:
     return f"{reason} (server output: {log})" if log else reason
 
 
-def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int,
+def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
             duration_s: int) -> WrkRun:
     """One bounded wrk run that both sides survived, else PointFailed."""
-    args = wrk.command(wrk.url(topo.server_addr, port, point.workload.path), point.workload,
+    args = wrk.command(wrk.url(net.server_addr, port, point.workload.path), point.workload,
                        point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s)
     run = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
     if (code := runner.server_exit_code()) is not None:
@@ -261,24 +254,24 @@ def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, p
     return run
 
 
-def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
+def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int) -> Record:
     started_at = now()
-    server_before, veth_before, host_before = runner.server_usage(), counters(topo), procfs.host_busy_s()
-    run = run_wrk(runner, topo, config, point, port, config.duration_s)
-    host_after, veth_after, server_after = procfs.host_busy_s(), counters(topo), runner.server_usage()
+    server_before, veth_before, host_before = runner.server_usage(), net.counters(), procfs.host_busy_s()
+    run = run_wrk(runner, net, config, point, port, config.duration_s)
+    host_after, veth_after, server_after = procfs.host_busy_s(), net.counters(), runner.server_usage()
     try:
         report = wrk.parse(run.stdout)
     except ValueError as error:
         raise PointFailed(str(error)) from None
     if report.requests == 0:
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
-    veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
+    veth = veth_before and {key: veth_after[key] - veth_before[key] for key in veth_before}
     return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
                      host_after - host_before, veth, len(config.server_cpus))
 
 
 def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int],
+              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int] | None,
               server_cpu_count: int) -> Record:
     """Derive every metric of one measured run (pure)."""
     duration_s = report.duration_us / 1e6
@@ -302,7 +295,8 @@ def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: Serv
         client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
         # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
         other_cpu_share=max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s,
-        **{f"veth_{key}": value for key, value in veth.items()},
-        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
-        veth_consistent=veth["tx_bytes"] >= report.bytes > 0,
+        # The server's interface (the veth's end, or the server host's): None when not measured.
+        **{f"veth_{key}": value for key, value in (veth or {}).items()},
+        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if veth and report.bytes else None,
+        veth_consistent=veth["tx_bytes"] >= report.bytes > 0 if veth else None,
     )

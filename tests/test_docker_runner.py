@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.errors import PointFailed  # noqa: E402
+from bench.network import Namespaces  # noqa: E402
 from bench.runners.docker import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
-from bench.sweep import free_port  # noqa: E402
 from netns.config import Topology  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
     topo = Topology()
     runner = DockerRunner(topo, server_cpus=(0,), client_cpu=1)
     runner.check()
-    port = free_port(topo)
+    port = Namespaces(topo).free_port()
     try:
         runner.start_server("nginx", topo.server_addr, port)
         (server,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "server"})

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bench import nginx
 from bench.config import REFERENCE_SERVER
+from bench.network import Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,12 @@ class Runner(Protocol):
 
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
         """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
+
+    def network(self) -> Network:
+        """How the sweep reaches the servers this runner starts (after check())."""
+
+    def engines(self) -> list[dict]:
+        """The Docker engines of every role, when they are several machines' (engines.Engine.describe); else []."""
 
     def stop(self) -> None:
         """Kill everything this runner started (interrupts, errors)."""

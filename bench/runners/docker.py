@@ -44,6 +44,7 @@ from docker.types import Mount, Ulimit
 import docker
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
+from bench.network import Namespaces, Network
 from bench.procfs import stat_or_none
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 from bench.runners.base import (
@@ -266,6 +267,12 @@ class DockerRunner:
             pool.shutdown()
         stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
         return WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)
+
+    def network(self) -> Network:
+        return Namespaces(self.topo)
+
+    def engines(self) -> list[dict]:
+        return []
 
     def stop(self) -> None:
         self.stop_server()

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench import procfs
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
+from bench.network import Namespaces, Network
 from bench.profiling import (
     ProfileResult,
     PythonSupport,
@@ -152,6 +153,12 @@ class ProcessRunner:
             err.seek(0)
             return WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
                           returncode, cpu_s)
+
+    def network(self) -> Network:
+        return Namespaces(self.topo)
+
+    def engines(self) -> list[dict]:
+        return []
 
     def stop(self) -> None:
         if self._wrk is not None:
