@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -28,8 +28,8 @@ from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConf
 from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
 from bench.network import Namespaces, Network
-from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
-from bench.runners import Runner, ServerUsage, WrkRun
+from bench.results import FLAMEGRAPH_DIR, ClientFigures, Record, ServerProfile
+from bench.runners import Runner, ServerUsage
 from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
@@ -121,7 +121,7 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
                 syscalls = runner.count_syscalls(profiling.syscall_window_s)
                 result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
                                         f"{point.workload.name}-{point.server}")
-                report = wrk.parse(load.result().stdout)
+                report = wrk.merge([client.report for client in load.result()])
     except (PointFailed, ValueError) as failure:  # ValueError: wrk's report unreadable
         profile.message = str(failure)
         return profile
@@ -241,44 +241,71 @@ def with_server_log(runner: Runner, reason: str) -> str:
     return f"{reason} (server output: {log})" if log else reason
 
 
+@dataclass(frozen=True)
+class ClientRun:
+    """One wrk's part of a point: where it ran, its CPU, its report."""
+
+    engine: str | None  # the client engine; None on one host
+    cpu_s: float
+    report: wrk.WrkReport
+
+
 def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
-            duration_s: int) -> WrkRun:
-    """One bounded wrk run that both sides survived, else PointFailed."""
+            duration_s: int) -> list[ClientRun]:
+    """One bounded wrk run per client (started together) that every side survived, else PointFailed."""
     args = wrk.command(wrk.url(net.server_addr, port, point.workload.path), point.workload,
-                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s)
-    run = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
+                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s,
+                       histogram=len(config.client_engines) > 1)  # several runs merge through their histograms
+    runs = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
     if (code := runner.server_exit_code()) is not None:
         raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))
-    if run.returncode != 0:
-        raise PointFailed(f"wrk exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
-    return run
+    clients = []
+    for run in runs:
+        where = f" on {run.engine}" if run.engine else ""
+        if run.returncode != 0:
+            raise PointFailed(f"wrk{where} exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
+        try:
+            clients.append(ClientRun(run.engine, run.cpu_s, wrk.parse(run.stdout)))
+        except ValueError as error:
+            raise PointFailed(f"wrk{where}: {error}") from None
+    return clients
 
 
 def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int) -> Record:
     started_at = now()
     server_before, veth_before, host_before = runner.server_usage(), net.counters(), procfs.host_busy_s()
-    run = run_wrk(runner, net, config, point, port, config.duration_s)
+    clients = run_wrk(runner, net, config, point, port, config.duration_s)
     host_after, veth_after, server_after = procfs.host_busy_s(), net.counters(), runner.server_usage()
-    try:
-        report = wrk.parse(run.stdout)
-    except ValueError as error:
-        raise PointFailed(str(error)) from None
-    if report.requests == 0:
-        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
+    if sum(client.report.requests for client in clients) == 0:
+        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: "
+                          f"{wrk.merge([client.report for client in clients]).errors}")
     veth = veth_before and {key: veth_after[key] - veth_before[key] for key in veth_before}
-    return to_record(point, started_at, report, server_before, server_after, run.cpu_s,
-                     host_after - host_before, veth, len(config.server_cpus))
+    # This host's load says nothing of other machines'.
+    host_busy_s = None if config.server_engine else host_after - host_before
+    return to_record(point, started_at, clients, server_before, server_after, host_busy_s, veth,
+                     len(config.server_cpus))
 
 
-def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, client_cpu_s: float, host_busy_s: float, veth: dict[str, int] | None,
+def to_record(point: Point, started_at: str, clients: list[ClientRun], before: ServerUsage,
+              after: ServerUsage, host_busy_s: float | None, veth: dict[str, int] | None,
               server_cpu_count: int) -> Record:
-    """Derive every metric of one measured run (pure)."""
+    """Derive every metric of one measured run (pure); several clients' runs count as one, merged exactly."""
+    report = wrk.merge([client.report for client in clients])
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
     server_share = (user_s + sys_s) / duration_s / server_cpu_count  # 1.0: every pinned CPU busy
-    client_share = client_cpu_s / duration_s
+
+    def bound(client_share: float) -> bool:
+        return client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE
+
+    client_cpu_s = sum(client.cpu_s for client in clients)
+    client_share = max(client.cpu_s for client in clients) / duration_s  # the busiest wrk's (each has one CPU)
+    per_client = [asdict(ClientFigures(
+        client.engine, client.report.requests, client.report.bytes, sum(client.report.errors.values()),
+        client.report.latency_us["p50"], client.report.latency_us["p99"], client.cpu_s,
+        client.cpu_s / (client.report.duration_us / 1e6), bound(client.cpu_s / (client.report.duration_us / 1e6))))
+        for client in clients] if len(clients) > 1 else None
     per_request_us = 1e6 / report.requests
     latency = report.latency_us
     return Record(
@@ -291,10 +318,11 @@ def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: Serv
         cpu_us_per_request=(user_s + sys_s) * per_request_us,
         cpu_user_us_per_request=user_s * per_request_us, cpu_sys_us_per_request=sys_s * per_request_us,
         server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
-        client_cpu_s=client_cpu_s, client_cpu_share=client_share,
-        client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
+        client_cpu_s=client_cpu_s, client_cpu_share=client_share, client_bound=bound(client_share),
+        clients=per_client,
         # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
-        other_cpu_share=max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s,
+        other_cpu_share=(None if host_busy_s is None
+                         else max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s),
         # The server's interface (the veth's end, or the server host's): None when not measured.
         **{f"veth_{key}": value for key, value in (veth or {}).items()},
         veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if veth and report.bytes else None,

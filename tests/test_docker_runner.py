@@ -108,7 +108,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         time.sleep(1)
         assert runner.server_exit_code() is None, runner.server_log()
         before = runner.server_usage()
-        run = runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)
+        [run] = runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)
         after = runner.server_usage()
         assert run.returncode == 0 and "Requests/sec" in run.stdout, run.stdout + run.stderr
         assert 0.1 < run.cpu_s < 1.5  # wrk's CPU from its container's cgroup, about one busy second

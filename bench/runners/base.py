@@ -40,6 +40,7 @@ class WrkRun:
     stderr: str
     returncode: int
     cpu_s: float  # wrk's own user + sys CPU time
+    engine: str | None = None  # the client engine it ran on (several machines); None on one host
 
 
 class Runner(Protocol):
@@ -79,8 +80,9 @@ class Runner(Protocol):
     def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
         """Sample the running server (started profiled) for `duration_s`: out_dir/name.svg and name.folded."""
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
-        """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
+        """Run wrk in the client namespace (or on each client engine, all started together), pinned;
+        raise PointFailed if it outlives timeout_s."""
 
     def network(self) -> Network:
         """How the sweep reaches the servers this runner starts (after check())."""

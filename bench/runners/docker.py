@@ -249,7 +249,7 @@ class DockerRunner:
             archive.extractall(out_dir, filter="data")
         return out_dir / Path(path).name
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
         # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.
         container = self._create("wrk", self.topo.client_ns, (self.client_cpu,), ["sleep", "infinity"])
         # wrk's script is the image's copy of the project's.
@@ -266,7 +266,7 @@ class DockerRunner:
             _remove(container)  # kills a hung wrk too, which ends the exec's stream
             pool.shutdown()
         stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
-        return WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)
+        return [WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)]
 
     def network(self) -> Network:
         return Namespaces(self.topo)

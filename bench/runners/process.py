@@ -139,7 +139,7 @@ class ProcessRunner:
             raise BenchError("profile() needs a server started with profiled=True")
         return profile_server(self.server_pids(), duration_s, out_dir, name, self._support, self.perf)
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
         # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             self._wrk = ns.popen(self.topo.client_ns, _pinned((self.client_cpu,), args),
@@ -151,8 +151,8 @@ class ProcessRunner:
                 self._wrk = None
             out.seek(0)
             err.seek(0)
-            return WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                          returncode, cpu_s)
+            return [WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                           returncode, cpu_s)]
 
     def network(self) -> Network:
         return Namespaces(self.topo)
