@@ -29,7 +29,7 @@ from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCE_SERVER,
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
 from bench.results import Record, Run, ServerProfile, load
-from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner
+from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner, docker_runner
 from netns.config import Topology
 from netns.ns import NamespaceError
 from netns.topology import TopologyError
@@ -223,6 +223,13 @@ def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config
 
 def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
                 topo: Topology) -> Runner:
+    if config.server_engine:
+        from bench.runners.docker import DEFAULT_IMAGE, IMAGE_ENV
+        from bench.runners.engines import roles
+        if args.server_python:
+            parser.error("--server-python is for the process runner: containers run the image's python3")
+        found = roles(config.server_engine, config.client_engines, os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
+        return docker_runner(topo, config.server_cpus, config.client_cpu, found)
     if not args.server_python:
         return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
     if config.runner != ProcessRunner.name:
@@ -246,7 +253,8 @@ def profile_command(argv: list[str]) -> int:
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
-    require_root()
+    if config.server_engine is None:  # other machines' engines need no namespaces here
+        require_root()
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
     runner = make_runner(args, parser, config, topo)

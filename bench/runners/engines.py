@@ -10,7 +10,7 @@ streamed through bench's host).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from docker.context import ContextAPI
@@ -50,6 +50,25 @@ class Engine:
             return self.client.images.get(name).id
         except ImageNotFound:
             return None
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The engines of a run over several machines, connected, with the same image on each."""
+
+    server: Engine
+    clients: tuple[Engine, ...]  # one wrk each; the same engine may appear twice
+    image_id: str
+
+    def describe(self) -> list[dict]:
+        return [self.server.describe("server"), *(client.describe("client") for client in self.clients)]
+
+
+def roles(server: str, clients: Sequence[str], image: str) -> Roles:
+    """Connect to every engine and check the image on each: BenchError (one line, the fix) before anything runs."""
+    server_engine = connect(server)
+    client_engines = tuple(connect(client) for client in clients)
+    return Roles(server_engine, client_engines, check_image(image, server_engine, list(client_engines)))
 
 
 def _one_line(error: BaseException) -> str:
