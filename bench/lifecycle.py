@@ -17,7 +17,7 @@ from bench.analysis.report import write_outputs
 from bench.config import SweepConfig, plan
 from bench.errors import BenchError
 from bench.network import Namespaces
-from bench.results import Profiling, Record, Run, ServerProfile, save
+from bench.results import WRK_DIR, Profiling, Record, Run, ServerProfile, save
 from bench.runners import Runner
 from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, now, run_sweep
 from netns import ns
@@ -128,7 +128,7 @@ def execute(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
     profile_plan = (ProfilePlan(out, profiling.duration_s, profiling.syscall_window_s, on_profile)
                     if profiling and not profiling.problem else None)
     try:
-        run_sweep(config, runner, net, on_record, profile_plan)
+        run_sweep(config, runner, net, on_record, profile_plan, out / WRK_DIR)
         run.status = "complete"
     finally:
         if run.status == "running":  # a signal, or a fatal error such as the topology removed mid-sweep

@@ -26,6 +26,7 @@ SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
 FLAMEGRAPH_DIR = "flamegraphs"  # SVGs and the folded stacks they were drawn from
+WRK_DIR = "wrk"  # each client's wrk report behind a merged point (several client engines)
 
 
 @dataclass

@@ -14,6 +14,7 @@ while wrk drives it at the largest connection count.
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import time
 from collections.abc import Callable
@@ -55,13 +56,14 @@ class ProfilePlan:
 
 
 def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Callable[[Record], None],
-              profiling: ProfilePlan | None = None) -> None:
+              profiling: ProfilePlan | None = None, wrk_dir: Path | None = None) -> None:
     """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
-    each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
+    each (server, workload)'s profile to its `on_profile`); stop everything at the end. `wrk_dir`:
+    where the wrk reports behind each merged point go (several clients)."""
     try:
         for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
             points = list(points)
-            run_group(runner, net, config, points, on_record)
+            run_group(runner, net, config, points, on_record, wrk_dir)
             profiled = max(points, key=lambda p: p.connections)
             if profiling is not None and unsupported(profiled) is None:
                 profiling.on_profile(profile_point(runner, net, config, profiled, profiling))
@@ -70,7 +72,7 @@ def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Call
 
 
 def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Point],
-              on_record: Callable[[Record], None]) -> None:
+              on_record: Callable[[Record], None], wrk_dir: Path | None = None) -> None:
     """The points of one (server, workload), with one server started for them (again if it dies)."""
     session: ServerSession | None = None
     broken: str | None = None  # why the server cannot be benchmarked: its later points fail without a retry
@@ -96,7 +98,7 @@ def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Po
                 if point.connections not in warmed:
                     run_wrk(runner, net, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
-                record = measure(runner, net, config, point, session.port)
+                record = measure(runner, net, config, point, session.port, wrk_dir)
             except PointFailed as failure:
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status="failed", failure=str(failure), started_at=now())
@@ -271,11 +273,14 @@ def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, por
     return clients
 
 
-def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int) -> Record:
+def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
+            wrk_dir: Path | None = None) -> Record:
     started_at = now()
     server_before, veth_before, host_before = runner.server_usage(), net.counters(), procfs.host_busy_s()
     clients = run_wrk(runner, net, config, point, port, config.duration_s)
     host_after, veth_after, server_after = procfs.host_busy_s(), net.counters(), runner.server_usage()
+    if wrk_dir is not None and len(clients) > 1:
+        keep_reports(wrk_dir, point, clients)
     if sum(client.report.requests for client in clients) == 0:
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: "
                           f"{wrk.merge([client.report for client in clients]).errors}")
@@ -284,6 +289,15 @@ def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, por
     host_busy_s = None if config.server_engine else host_after - host_before
     return to_record(point, started_at, clients, server_before, server_after, host_busy_s, veth,
                      len(config.server_cpus))
+
+
+def keep_reports(wrk_dir: Path, point: Point, clients: list[ClientRun]) -> None:
+    """Each client's report (with its latency histogram) behind a merged point: the merge can be redone."""
+    wrk_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{point.workload.name}-{point.server}-c{point.connections}-r{point.repeat}"
+    for index, client in enumerate(clients, 1):
+        (wrk_dir / f"{stem}-client{index}.json").write_text(
+            json.dumps({"engine": client.engine, **asdict(client.report)}) + "\n")
 
 
 def to_record(point: Point, started_at: str, clients: list[ClientRun], before: ServerUsage,

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,16 +41,26 @@ def test_profile_is_still_accepted_as_the_older_spelling_of_preset():
         assert config.preset == "smoke" and config.servers == ("epoll", "blocking", "nginx")
 
 
-def test_engine_options_go_together_and_are_checked_before_anything_runs():
-    code, output = bench("--server-engine", "unix:///x.sock")
-    assert code == 2 and "--server-engine, --client-engine and --server-addr go together" in output, output
+def usage_error(capsys, *args: str) -> str:
+    """The usage error resolving `args` ends in (in-process: no interpreter start per case)."""
+    from bench.cli import resolve, sweep_parser
+    parser = sweep_parser()
+    with pytest.raises(SystemExit) as exit_:
+        resolve(parser.parse_args(list(args)), parser)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_engine_options_go_together_and_are_checked_before_anything_runs(capsys):
+    assert "--server-engine, --client-engine and --server-addr go together" in usage_error(
+        capsys, "--server-engine", "unix:///x.sock")
     engines = ("--server-engine", "unix:///a.sock", "--client-engine", "unix:///b.sock")
-    code, output = bench(*engines, "--server-addr", "fd00::zz")
-    assert code == 2 and "--server-addr takes an IP address, not 'fd00::zz'" in output, output
-    code, output = bench(*engines, "--server-addr", "fd00:5b::1", "--runner", "process")
-    assert code == 2 and "needs --runner docker" in output, output
-    code, output = bench(*engines, "--server-addr", "fd00:5b::1", "--experiments", "idle-connections")
-    assert code == 2 and "idle-1000, idle-5000" in output and "do not run with --client-engine" in output, output
+    assert "--server-addr takes an IP address, not 'fd00::zz'" in usage_error(
+        capsys, *engines, "--server-addr", "fd00::zz")
+    assert "needs --runner docker" in usage_error(
+        capsys, *engines, "--server-addr", "fd00:5b::1", "--runner", "process")
+    output = usage_error(capsys, *engines, "--server-addr", "fd00:5b::1", "--experiments", "idle-connections")
+    assert "idle-1000, idle-5000" in output and "do not run with --client-engine" in output
 
 
 def test_engine_options_resolve_into_the_config():
