@@ -48,6 +48,18 @@ def server_kinds() -> list[str]:
     return listed.stdout.split()
 
 
+HOST_RESULTS_ENV = "SWISSKNIFE_HOST_RESULTS"  # the compose bench: how the host names its results directory
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+def shown(path: Path) -> str:
+    """`path` as the user can open it: inside the compose bench container, the host's path."""
+    host = os.environ.get(HOST_RESULTS_ENV)
+    if host and path.resolve().is_relative_to(RESULTS_DIR):
+        return f"{host.rstrip('/')}/{path.resolve().relative_to(RESULTS_DIR)}"  # keeps "./results/..." as typed
+    return str(path)
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -198,6 +210,7 @@ def point_line(record: Record) -> str:
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
                              (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
+                             (f"engine:{record.engine_cpu_share:.2f}cpu", (record.engine_cpu_share or 0) >= 0.01),
                              ("veth-mismatch", not record.veth_consistent)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
@@ -228,7 +241,8 @@ def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
         from bench.runners.engines import roles
         if args.server_python:
             parser.error("--server-python is for the process runner: containers run the image's python3")
-        found = roles(config.server_engine, config.client_engines, os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
+        found = roles(config.server_engine, config.client_engines, os.environ.get(IMAGE_ENV, DEFAULT_IMAGE),
+                      config.server_addr)
         return docker_runner(topo, config.server_cpus, config.client_cpu, found)
     if not args.server_python:
         return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
@@ -258,7 +272,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
     runner = make_runner(args, parser, config, topo)
-    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
+    out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     started = time.monotonic()
     with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
@@ -267,7 +281,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
         def on_start(run: Run, points: int) -> None:
             if run.profiling and run.profiling.problem:
                 progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
-            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {out}")
+            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {shown(out)}",
+                                   highlight=False, soft_wrap=True)
             progress.update(task, total=points)
 
         def on_record(record: Record) -> None:
@@ -281,13 +296,14 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
             run = execute(config, runner, out, args.flamegraphs, diffs,
                           RunEvents(on_start, on_record, on_profile))
         except Interrupted as interrupted:
-            progress.console.print(f"{interrupted}: sweep stopped, records kept in {out} "
-                                   f"(redraw: python3 -m bench plot {out})")
+            progress.console.print(f"{interrupted}: sweep stopped, records kept in {shown(out)} "
+                                   f"(redraw: python3 -m bench plot {shown(out)})", highlight=False, soft_wrap=True)
             return interrupted.exit_code
     failed = sum(r.status == "failed" for r in run.records)
     unsupported = sum(r.status == "unsupported" for r in run.records)
     console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
-                  f"{failed} failed, {unsupported} unsupported by their model; report: {out / 'report.md'}")
+                  f"{failed} failed, {unsupported} unsupported by their model; report: {shown(out / 'report.md')}",
+                  highlight=False, soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -295,7 +311,7 @@ def plot_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
     parser.add_argument("directory", type=Path)
     for path in write_outputs(parser.parse_args(argv).directory):
-        console.print(str(path))
+        console.print(shown(path), highlight=False, soft_wrap=True)
     return 0
 
 

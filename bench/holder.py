@@ -22,7 +22,6 @@ import argparse
 import errno
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from netns import ns
+from servers.base import raise_open_file_limit
 
 BATCH = 256  # connections in flight at once; well under any listen backlog we start servers with
 PER_PROCESS = 15_000  # below the 20,000 open files one process may have on our hosts
@@ -48,13 +48,6 @@ class HoldReport:
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def raise_open_file_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def open_connections(host: str, port: int, count: int, timeout: float) -> tuple[list[socket.socket], HoldReport]:
@@ -171,7 +164,8 @@ class IdleConnections:
                 self.namespace,
                 [sys.executable, "-m", "bench.holder", "--host", self.host, "--port", str(self.port),
                  "--count", str(chunk), "--timeout", str(OPEN_TIMEOUT_S)],
-                cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                cwd=REPO_ROOT, parent_death_signal=signal.SIGKILL,  # bench killed: its holders too
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
             ))
         total = HoldReport(requested=self.count)
         errors: Counter[str] = Counter()

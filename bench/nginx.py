@@ -1,7 +1,16 @@
-"""nginx (the Debian package) as the C reference server: one worker, the same routes."""
+"""nginx (the Debian package) as the C reference server: one worker, the same routes.
+
+    python3 -m bench.nginx DIRECTORY HOST PORT
+
+writes its files into DIRECTORY and execs nginx, in the process (or container) that will be the
+server: the open-file limit it sizes nginx by is the server's own, and no files are copied in.
+"""
 
 from __future__ import annotations
 
+import os
+import resource
+import sys
 from pathlib import Path
 
 from bench.config import WORKLOADS, host_port
@@ -46,3 +55,13 @@ def prepare(directory: Path, host: str, port: int, nofile: int) -> list[str]:
     config.write_text(CONFIG.format(directory=directory, address=host_port(host, port),
                                     nofile=nofile, connections=max(nofile - 100, 1024)))
     return ["nginx", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config)]
+
+
+def main(directory: str, host: str, port: str) -> None:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    command = prepare(Path(directory), host, int(port), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.execvp(command[0], command)  # nginx becomes this process: the pid the runner holds
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

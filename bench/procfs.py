@@ -27,19 +27,25 @@ class ProcStat:
     cutime: int  # children already exited and reaped
     cstime: int
     start_ticks: int  # since boot: with the pid, it names one process
+    command: str  # comm: the executable's name, cut to 15 characters
 
 
-def stat(pid: int) -> ProcStat:
+def stat(pid: int, proc: Path = Path("/proc")) -> ProcStat:
     """Raises FileNotFoundError (or ProcessLookupError) once the process is gone."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _parse(pid, (proc / str(pid) / "stat").read_text())
+
+
+def _parse(pid: int, text: str) -> ProcStat:
+    command, rest = text.split("(", 1)[1].rsplit(")", 1)
+    fields = rest.split()
     # fields[0] is field 3 of proc(5), the state.
     return ProcStat(pid, fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[11]),
-                    int(fields[12]), int(fields[13]), int(fields[14]), int(fields[19]))
+                    int(fields[12]), int(fields[13]), int(fields[14]), int(fields[19]), command)
 
 
-def stat_or_none(pid: int) -> ProcStat | None:
+def stat_or_none(pid: int, proc: Path = Path("/proc")) -> ProcStat | None:
     try:
-        return stat(pid)
+        return stat(pid, proc)
     except (FileNotFoundError, ProcessLookupError):
         return None
 
@@ -75,6 +81,33 @@ def peak_rss_kib(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+# The container engine's processes by command name (/proc/PID/comm, cut to 15 characters):
+# containerd-shim-runc-v2 shows as containerd-shim. runc, the short-lived per-exec helper, is reaped
+# by the shim, so its CPU reaches the shim's children's times.
+ENGINE_COMMANDS = frozenset({"dockerd", "containerd", "containerd-shim", "runc"})
+HOST_PROC_ENV = "SWISSKNIFE_HOST_PROC"  # where the host's /proc is seen (the compose bench mounts it at /host/proc)
+
+
+def host_proc() -> Path:
+    return Path(os.environ.get(HOST_PROC_ENV, "/proc"))
+
+
+def engine_cpu(proc: Path | None = None) -> dict[tuple[int, int], float]:
+    """(pid, start) -> CPU seconds so far (own and reaped children's) of each container engine process."""
+    proc = proc or host_proc()
+    found = {}
+    for found_stat in (stat_or_none(int(e), proc) for e in os.listdir(proc) if e.isdigit()):
+        if found_stat is not None and found_stat.command in ENGINE_COMMANDS:
+            ticks = found_stat.utime + found_stat.stime + found_stat.cutime + found_stat.cstime
+            found[found_stat.pid, found_stat.start_ticks] = ticks / CLOCK_TICKS
+    return found
+
+
+def engine_cpu_delta(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
+    """The engine's CPU between two `engine_cpu` samples; a process born in between counts whole."""
+    return sum(seconds - before.get(key, 0.0) for key, seconds in after.items())
 
 
 def host_busy_s() -> float:

@@ -20,8 +20,9 @@ from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
 # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile;
-# 4: config.server_engine/client_engines/server_addr and record.clients (several machines)
-SCHEMA_VERSION = 4
+# 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's);
+# 5: config.server_engine/client_engines/server_addr and record.clients (several machines)
+SCHEMA_VERSION = 5
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
@@ -71,7 +72,10 @@ class Record:
     client_cpu_s: float | None = None
     client_cpu_share: float | None = None
     client_bound: bool | None = None
-    other_cpu_share: float | None = None  # CPUs' worth used by other processes during the run
+    # CPUs' worth used while wrk ran by the container engine (dockerd, containerd, shims, runc; the
+    # docker runner's cost of running wrk as an exec) and by every other process besides server and wrk
+    engine_cpu_share: float | None = None
+    other_cpu_share: float | None = None  # the engine's excluded
     # swissknife0, the server end of the veth pair (tx: server -> client)
     veth_rx_bytes: int | None = None
     veth_tx_bytes: int | None = None
@@ -204,9 +208,12 @@ def upgraded(document: dict) -> dict:
         version = 3
     records = document.get("records", [])
     if version == 3:
+        records = [{**record, "engine_cpu_share": None} for record in records]
+        version = 4
+    if version == 4:
         config.update(server_engine=None, client_engines=[], server_addr=None)
         records = [{**record, "clients": None} for record in records]
-        version = 4
+        version = 5
     return {**document, "schema_version": version, "config": config, "records": records}
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, verify, wrk
+from bench import verify, wrk
 from bench.config import REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed
 from bench.holder import IdleConnections, established_at
@@ -245,11 +245,13 @@ def with_server_log(runner: Runner, reason: str) -> str:
 
 @dataclass(frozen=True)
 class ClientRun:
-    """One wrk's part of a point: where it ran, its CPU, its report."""
+    """One wrk's part of a point: where it ran, its CPU, its report, the machine's load meanwhile."""
 
     engine: str | None  # the client engine; None on one host
     cpu_s: float
     report: wrk.WrkReport
+    host_busy_s: float | None = None  # WrkRun's: None where not measured
+    engine_cpu_s: float | None = None
 
 
 def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
@@ -267,7 +269,8 @@ def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, por
         if run.returncode != 0:
             raise PointFailed(f"wrk{where} exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
         try:
-            clients.append(ClientRun(run.engine, run.cpu_s, wrk.parse(run.stdout)))
+            clients.append(ClientRun(run.engine, run.cpu_s, wrk.parse(run.stdout), run.host_busy_s,
+                                     run.engine_cpu_s))
         except ValueError as error:
             raise PointFailed(f"wrk{where}: {error}") from None
     return clients
@@ -276,19 +279,17 @@ def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, por
 def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
             wrk_dir: Path | None = None) -> Record:
     started_at = now()
-    server_before, veth_before, host_before = runner.server_usage(), net.counters(), procfs.host_busy_s()
+    # The server's figures bracket the run; the machine's load is the runner's, sampled around wrk alone.
+    server_before, veth_before = runner.server_usage(), net.counters()
     clients = run_wrk(runner, net, config, point, port, config.duration_s)
-    host_after, veth_after, server_after = procfs.host_busy_s(), net.counters(), runner.server_usage()
+    veth_after, server_after = net.counters(), runner.server_usage()
     if wrk_dir is not None and len(clients) > 1:
         keep_reports(wrk_dir, point, clients)
     if sum(client.report.requests for client in clients) == 0:
         raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: "
                           f"{wrk.merge([client.report for client in clients]).errors}")
     veth = veth_before and {key: veth_after[key] - veth_before[key] for key in veth_before}
-    # This host's load says nothing of other machines'.
-    host_busy_s = None if config.server_engine else host_after - host_before
-    return to_record(point, started_at, clients, server_before, server_after, host_busy_s, veth,
-                     len(config.server_cpus))
+    return to_record(point, started_at, clients, server_before, server_after, veth, len(config.server_cpus))
 
 
 def keep_reports(wrk_dir: Path, point: Point, clients: list[ClientRun]) -> None:
@@ -301,10 +302,11 @@ def keep_reports(wrk_dir: Path, point: Point, clients: list[ClientRun]) -> None:
 
 
 def to_record(point: Point, started_at: str, clients: list[ClientRun], before: ServerUsage,
-              after: ServerUsage, host_busy_s: float | None, veth: dict[str, int] | None,
-              server_cpu_count: int) -> Record:
+              after: ServerUsage, veth: dict[str, int] | None, server_cpu_count: int) -> Record:
     """Derive every metric of one measured run (pure); several clients' runs count as one, merged exactly."""
     report = wrk.merge([client.report for client in clients])
+    # The machine's load: measured by the one-host runners only (other machines' is not this host's).
+    host_busy_s, engine_cpu_s = (clients[0].host_busy_s, clients[0].engine_cpu_s) if len(clients) == 1 else (None,) * 2
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
@@ -334,9 +336,11 @@ def to_record(point: Point, started_at: str, clients: list[ClientRun], before: S
         server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
         client_cpu_s=client_cpu_s, client_cpu_share=client_share, client_bound=bound(client_share),
         clients=per_client,
-        # Whatever else ran on the machine meanwhile (bench itself, other jobs): noise in the figures.
-        other_cpu_share=(None if host_busy_s is None
-                         else max(host_busy_s - user_s - sys_s - client_cpu_s, 0) / duration_s),
+        # The container engine's work while wrk ran (running wrk as an exec): the runner's own cost, apart.
+        engine_cpu_share=None if engine_cpu_s is None else engine_cpu_s / duration_s,
+        # Whatever else ran on the machine meanwhile (other jobs, bench itself): noise in the figures.
+        other_cpu_share=(None if host_busy_s is None or engine_cpu_s is None
+                         else max(host_busy_s - user_s - sys_s - client_cpu_s - engine_cpu_s, 0) / duration_s),
         # The server's interface (the veth's end, or the server host's): None when not measured.
         **{f"veth_{key}": value for key, value in (veth or {}).items()},
         veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if veth and report.bytes else None,

@@ -10,6 +10,7 @@
 #   BENCH_EXPERIMENTS  experiments, e.g. "idle-connections blocking-handler"
 #   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
+#   BENCH_RUNNER       docker (default) | process: servers and wrk as processes in this container
 #   BENCH_SERVER_ENGINE   Docker engine of the servers (URL or context), e.g. tcp://10.0.0.1:2375
 #   BENCH_CLIENT_ENGINES  engines running wrk, e.g. "tcp://10.0.0.2:2375 tcp://10.0.0.3:2375"
 #   BENCH_SERVER_ADDR     the server host's address the servers listen on and wrk loads
@@ -17,7 +18,7 @@
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
 
-args=(--runner docker --profile "${BENCH_PROFILE:-quick}")
+args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 # Unquoted on purpose: "epoll poll" (or "epoll,poll") is two arguments.
 # shellcheck disable=SC2206
 [ -z "${BENCH_SERVERS:-}" ] || args+=(--servers ${BENCH_SERVERS//,/ })

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -69,12 +70,24 @@ def inside(name: str) -> Iterator[None]:
         os.close(home)
 
 
-def popen(name: str, args: Sequence[str], **kwargs) -> subprocess.Popen:
-    """Start `args` as a process inside namespace `name` (no shell involved)."""
+def popen(name: str, args: Sequence[str], parent_death_signal: int = 0, **kwargs) -> subprocess.Popen:
+    """Start `args` as a process inside namespace `name` (no shell involved).
+
+    `parent_death_signal`: the signal the process gets when the thread that started it dies (the
+    caller killed, even with SIGKILL); kept across exec, so the command itself receives it.
+    """
     fd = _open_ns(name)
+    parent = os.getpid()
+
+    def in_child() -> None:  # runs in the child before exec and before close_fds closes `fd`
+        if parent_death_signal:
+            _libc.prctl(PR_SET_PDEATHSIG, parent_death_signal)
+            if os.getppid() != parent:  # the parent died before prctl: the signal would never come
+                os._exit(1)
+        _setns(fd)
+
     try:
-        # preexec_fn runs in the child before exec and before close_fds closes `fd`.
-        return subprocess.Popen(list(args), preexec_fn=lambda: _setns(fd), **kwargs)
+        return subprocess.Popen(list(args), preexec_fn=in_child, **kwargs)
     finally:
         os.close(fd)
 

@@ -186,17 +186,26 @@ def read_sysctls(namespace: str, keys: Iterable[str]) -> dict[str, str]:
         return _sysctl_values(keys)
 
 
+# Writes KEY VALUE pairs (paths under /proc/sys) from inside the namespace: a mount namespace of its own
+# makes /proc/sys/net alone writable (a container's /proc/sys is read-only), and /proc/sys/net shows the
+# network namespace of the reader, which is sk-client from before this process started: the host's
+# own sysctls are never reachable, let alone writable, from here.
+WRITE_SYSCTLS = """
+mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net || exit
+while [ $# -gt 0 ]; do printf '%s\\n' "$2" >"$1" || exit; shift 2; done
+"""
+
+
 def _ensure_sysctls(namespace: str, wanted: dict[str, str]) -> list[str]:
-    with ns.inside(namespace):
-        present = _sysctl_values(wanted)
-        changed = {key: value for key, value in wanted.items() if present[key] != value}
-        for key, value in changed.items():
-            try:
-                _sysctl_path(key).write_text(value)
-            except OSError as err:
-                raise TopologyError(
-                    f"cannot set {key}={value} in {namespace}: {err.strerror} (in a container, /proc/sys must be "
-                    f"writable: docker run --security-opt systempaths=unconfined)") from err
+    present = read_sysctls(namespace, wanted)
+    changed = {key: value for key, value in wanted.items() if present[key] != value}
+    if changed:
+        pairs = [str(part) for key, value in changed.items() for part in (_sysctl_path(key), value)]
+        done = ns.run(namespace, ["unshare", "--mount", "--propagation", "private", "sh", "-c", WRITE_SYSCTLS,
+                                  "sh", *pairs], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise TopologyError(f"cannot set {', '.join(f'{k}={v}' for k, v in changed.items())} in {namespace}: "
+                                f"{done.stderr.strip()} (in a container: CAP_SYS_ADMIN is needed)")
     return [f"set {key}={value} in {namespace}" for key, value in changed.items()]
 
 

@@ -80,7 +80,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_smoke_sweep_writes_every_output(smoke_run):
     plots = {p.name for p in (smoke_run / "plots").iterdir()}
-    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu")}
+    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu", "load")}
     assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
     report = (smoke_run / "report.md").read_text()
     assert "**plaintext**: " in report and "had the highest throughput" in report
@@ -207,6 +207,28 @@ class WrongServerRunner(ProcessRunner):
         if kind == "wrong":
             return [sys.executable, "-m", "http.server", "--bind", host, "--directory", str(scratch), str(port)]
         return super().server_command(kind, host, port, scratch)
+
+
+@pytest.mark.parametrize("server", ["reuseport", "nginx"])
+def test_a_bench_killed_outright_takes_its_servers_and_wrk_with_it(tmp_path, server):
+    """SIGKILL (no clean-up runs): the parent-death signal ends the server (and so its worker processes)
+    and wrk; nothing bench started outlives it."""
+    process = bench("--profile", "smoke", "--servers", server, "--connections", "4", "--duration", "3",
+                    "--repeat", "3", "--out", str(tmp_path / "run"), start_new_session=True)
+    try:
+        wait_for_descendant(process.pid, "wrk ")
+        started = descendants(process.pid)
+        assert len(started) >= 3, started  # the server, its worker(s), wrk (taskset execs each)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 15
+        while alive := {pid: command for pid, command in started.items() if procfs.stat_or_none(pid)}:
+            assert time.monotonic() < deadline, f"left running after bench was killed: {alive}"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -190,7 +191,9 @@ def test_compose_services_follow_the_namespace_rules(compose_config):
         assert svc["build"]["dockerfile"] == "docker/Dockerfile", name
         assert not svc.get("privileged"), f"{name} must not be privileged (it fails on this host)"
         assert svc.get("pid") is None, f"{name} shares the host PID namespace without need"
-        assert svc["network_mode"] == "host", name
+        # netns reaches the topology by setns alone; a namespace of its own keeps the host's net sysctls away
+        assert svc["network_mode"] == ("none" if name == "netns" else "host"), name
+        assert svc["security_opt"] == ["no-new-privileges"], name  # and no systempaths=unconfined
         assert "SYS_ADMIN" in svc["cap_add"], f"{name} cannot setns without SYS_ADMIN"
         assert "SYS_PTRACE" not in svc["cap_add"], name
         netns = [v for v in svc["volumes"] if v["target"] == "/run/netns"]
@@ -220,6 +223,47 @@ def test_bench_entrypoint_maps_the_environment_and_keeps_the_exit_status(client,
             "--experiments", "idle-connections", "churn", "--flamegraphs", "--out", "/tmp/x"]
     finally:
         container.remove(force=True)
+
+
+SYS_ADMIN, SYSLOG = 1 << 21, 1 << 34  # capability bits (linux/capability.h)
+
+
+def test_server_and_wrk_services_run_without_sys_admin_inside_their_limits(client, image, topology):
+    """The processes under test lose SYS_ADMIN (and SYSLOG) once inside their namespace; an exec beside
+    them (perf's way in) keeps the container's set; no-new-privileges, pids and memory limits hold."""
+    tag = uuid.uuid4().hex[:6]
+    names = {"server": f"swissknife-caps-server-{tag}", "wrk": f"swissknife-caps-wrk-{tag}"}
+    port = "18" + str(uuid.uuid4().int % 900 + 100)
+    try:
+        assert subprocess.run(["docker", "compose", "run", "-d", "--name", names["server"], "server"], cwd=ROOT,
+                              env={**os.environ, "SERVER_PORT": port}, capture_output=True, timeout=120,
+                              stdin=subprocess.DEVNULL).returncode == 0
+        for service, name in names.items():
+            if service == "wrk":  # against the server, listening by now
+                compose("run", "-d", "--name", name, "wrk", "-t1", "-c1", "-d30s", f"http://[fd00:5a::1]:{port}/")
+            container = client.containers.get(name)
+            host = container.attrs["HostConfig"]
+            assert host["SecurityOpt"] == ["no-new-privileges"] and host["PidsLimit"] > 0 and host["Memory"] > 0
+            status = ""
+            for _ in range(50):  # in-netns.sh needs a moment to exec the command (bounded)
+                code, out = container.exec_run(["cat", "/proc/1/status"])
+                status = out.decode()
+                ready = service == "wrk" or b"listening" in container.logs()
+                if code == 0 and ("python3" if service == "server" else "wrk") in status.splitlines()[0] and ready:
+                    break
+                assert container.reload() or container.status == "running", container.logs()
+                time.sleep(0.1)
+            effective = int(re.search(r"^CapEff:\s*(\w+)", status, re.M)[1], 16)
+            assert effective & (SYS_ADMIN | SYSLOG) == 0, (service, status)
+            assert effective != 0, service  # Docker's default set stays (nginx's workers change user)
+            code, out = container.exec_run(["grep", "CapEff", "/proc/self/status"])
+            assert int(out.split()[1], 16) & SYS_ADMIN, (service, out)
+    finally:
+        for name in names.values():
+            try:
+                client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def test_in_netns_names_the_fix_when_a_namespace_is_missing(client, image, compose_config):

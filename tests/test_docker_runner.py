@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,18 +103,32 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         host = server.attrs["HostConfig"]
         # SYS_ADMIN: nsenter (and perf); SYSLOG: perf's kernel symbols
         assert (host["CpusetCpus"], host["NetworkMode"], host["CapAdd"]) == ("0", "host", ["SYS_ADMIN", "SYSLOG"])
-        assert not host["Privileged"]
+        assert not host["Privileged"] and host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["PidsLimit"] > 10_000 and host["Memory"] >= 2**30  # limits a sweep never reaches
         assert not server.labels["com.docker.compose.project"]  # compose must not take it for its own
         assert [(m["Source"], m["Propagation"]) for m in server.attrs["Mounts"]] == [("/run/netns", "rslave")]
         time.sleep(1)
         assert runner.server_exit_code() is None, runner.server_log()
+        # The server (PID 1 and its worker) runs without SYS_ADMIN and SYSLOG; an exec beside it (perf's way
+        # in) still has them.
+        assert capabilities(server, "1") & (SYS_ADMIN | SYSLOG) == 0
+        assert capabilities(server, "self") & (SYS_ADMIN | SYSLOG) == SYS_ADMIN | SYSLOG
         before = runner.server_usage()
-        [run] = runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)
+        runs = [runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)[0]
+                for _ in range(2)]
         after = runner.server_usage()
-        assert run.returncode == 0 and "Requests/sec" in run.stdout, run.stdout + run.stderr
-        assert 0.1 < run.cpu_s < 1.5  # wrk's CPU from its container's cgroup, about one busy second
+        for run in runs:
+            assert run.returncode == 0 and "Requests/sec" in run.stdout, run.stdout + run.stderr
+            assert "swissknife-cgroup-cpu" not in run.stderr
+            assert 0.1 < run.cpu_s < 1.5  # wrk's CPU from its container's cgroup, about one busy second
+            assert run.engine_cpu_s >= 0 and run.host_busy_s >= run.cpu_s
         assert after.cpu_user_s + after.cpu_sys_s > before.cpu_user_s + before.cpu_sys_s
         assert after.processes == 2 and after.peak_rss_kib > 1000  # nginx master + worker
+        # Both runs were execs in one wrk container, whose wrk ran without SYS_ADMIN.
+        (wrk,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "wrk"})
+        assert wrk.attrs["HostConfig"]["CpusetCpus"] == "1"
+        run = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
+        assert int(run.stdout.split()[1], 16) & SYS_ADMIN == 0, run.stdout
         # A hung wrk: killed at the deadline, its container removed.
         started = time.monotonic()
         with pytest.raises(PointFailed, match="killed"):
@@ -123,6 +138,16 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
     finally:
         runner.stop()
     assert ours(**{RUN_LABEL: runner.run_id}) == []
+
+
+SYS_ADMIN, SYSLOG = 1 << 21, 1 << 34  # capability bits (linux/capability.h)
+
+
+def capabilities(container, pid: str) -> int:
+    """CapEff of process `pid` ("self": the exec itself) inside `container`."""
+    code, out = container.exec_run(["grep", "CapEff", f"/proc/{pid}/status"])
+    assert code == 0, out
+    return int(out.split()[1], 16)
 
 
 def test_a_live_bench_keeps_its_containers_a_dead_one_loses_them(capfd):
@@ -164,12 +189,14 @@ def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(t
         assert record["requests"] > 0 and record["cpu_us_per_request"] > 0, record
         assert record["veth_consistent"] and record["veth_tx_bytes"] >= record["bytes"], record
         assert record["server_processes"] == (2 if record["server"] == "nginx" else 1)
+        assert record["engine_cpu_share"] >= 0 and record["other_cpu_share"] >= 0, record
+    assert "container engine CPU while wrk ran" in (tmp_path / "report.md").read_text()
 
     # One server container per server kind (reused across its points); one wrk
-    # container per wrk run: a warm-up and a measured run per connection count.
+    # container for the sweep: its 8 wrk runs (2 servers x 2 counts x (warm-up + run)) are execs in it.
     assert len(runs) == 1, runs  # only this sweep's run
     (ran,) = runs.values()
-    assert (ran["server"], ran["wrk"]) == (2, 2 * 2 * 2), runs  # 2 servers x 2 counts x (warm-up + run)
+    assert (ran["server"], ran["wrk"]) == (2, 1), runs
     assert ours() == []
 
 
@@ -186,3 +213,24 @@ def test_cpu_per_request_agrees_with_the_process_runner(tmp_path):
     for server in ("epoll", "nginx"):
         ratio = medians["docker"][server] / medians["process"][server]
         assert 0.5 < ratio < 2, (server, medians)
+
+
+def test_a_bench_stopped_mid_sweep_leaves_no_container(tmp_path):
+    """SIGTERM (Ctrl-C, `docker compose stop`) while the server and the sweep's wrk container run."""
+    process = subprocess.Popen([sys.executable, "-m", "bench", "--runner", "docker", "--out", str(tmp_path),
+                                "--profile", "smoke", "--servers", "epoll", "--connections", "4", "32",
+                                "--duration", "2", "--repeat", "3"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not {c.labels[ROLE_LABEL] for c in ours()} >= {"server", "wrk"}:
+            assert time.monotonic() < deadline and process.poll() is None, "no server and wrk containers appeared"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert ours() == []
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"

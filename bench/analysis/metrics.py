@@ -24,6 +24,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            divisor=1000, decimals=2),
     Metric("cpu_us_per_request", "server CPU µs/request", "CPU/req", "cpu", table="server CPU µs per request",
            decimals=1),
+    # What else the machine did while wrk ran: does the runner itself disturb the measurement?
+    Metric("engine_cpu_share", "container engine CPU (CPUs' worth)", "engine", "load",
+           table="container engine CPU while wrk ran (CPUs' worth: dockerd, containerd, shims, runc)", decimals=3),
+    Metric("other_cpu_share", "other processes' CPU (CPUs' worth)", "other", "load"),
 )}
 TABLED = [m for m in METRICS.values() if m.table]
 # figure name -> the metrics drawn in it, one panel each

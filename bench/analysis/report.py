@@ -120,7 +120,9 @@ def method_line(run: Run) -> str:
             f"[min–max] over the repeats. {CLIENT_BOUND_MARK} marks client-bound points: wrk used "
             f"≥{SATURATED_CPU_SHARE:.0%} of its CPU while the server used less than that of its own, "
             f"so the load generator set the pace; compare CPU per request there. {DISTURBED_MARK} marks "
-            f"points where other processes on the machine used ≥{DISTURBED_CPU_SHARE} CPU during a repeat.")
+            f"points where other processes on the machine used ≥{DISTURBED_CPU_SHARE} CPU during a repeat, "
+            f"counted only while wrk ran; the container engine's work (the docker runner's cost of "
+            f"running wrk) is not among them: it has its own table.")
 
 
 def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:

@@ -7,13 +7,12 @@ and `stop()` must leave none behind.
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bench import nginx
+from bench import procfs
 from bench.config import REFERENCE_SERVER
 from bench.network import Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
@@ -40,7 +39,25 @@ class WrkRun:
     stderr: str
     returncode: int
     cpu_s: float  # wrk's own user + sys CPU time
+    # The machine while wrk ran (sampled just before it started and just after it ended, so the
+    # runner's own set-up and clean-up are outside): every CPU's busy time, and the container
+    # engine's CPU (dockerd, containerd, shims, runc) without wrk's. None: not measured (other machines).
+    host_busy_s: float | None
+    engine_cpu_s: float | None
     engine: str | None = None  # the client engine it ran on (several machines); None on one host
+
+
+class LoadWindow:
+    """`with LoadWindow() as load:` around wrk's run; then load.host_busy_s and load.engine_cpu_s."""
+
+    def __enter__(self) -> LoadWindow:
+        self._engine = procfs.engine_cpu()  # the /proc scan first: its own CPU stays outside the window
+        self._busy = procfs.host_busy_s()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.host_busy_s = procfs.host_busy_s() - self._busy
+        self.engine_cpu_s = procfs.engine_cpu_delta(self._engine, procfs.engine_cpu())
 
 
 class Runner(Protocol):
@@ -96,10 +113,10 @@ class Runner(Protocol):
 
 def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
                    python_args: Sequence[str] = ()) -> list[str]:
-    """The server's argv (nginx's files written into `scratch`); `python` with `python_args` runs the Python servers."""
+    """The server's argv; `python` with `python_args` runs the Python servers. nginx's files are
+    written into `scratch` by the command itself (bench.nginx), which then becomes nginx."""
     if kind == REFERENCE_SERVER:
-        # nginx's descriptors: the open-file limit its process inherits (bench's own, or the container's).
-        return nginx.prepare(scratch, host, port, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        return [python, "-m", "bench.nginx", str(scratch), host, str(port)]
     return [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
 
 

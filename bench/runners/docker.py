@@ -1,14 +1,20 @@
-"""The docker runner: each server and each wrk run in its own container, joined to a namespace.
+"""The docker runner: a container per (server, workload) and one long-lived wrk container per sweep.
 
 Containers come from one image (env SWISSKNIFE_IMAGE, default swissknife:latest)
 and are started, watched and removed through the Docker SDK for Python. Each
-runs in the host's network namespace with the host's /run/netns (rslave) and
-enters sk-server or sk-client with the image's docker/in-netns.sh (nsenter:
-CAP_SYS_ADMIN, the only capability added, and CAP_SYSLOG for perf's kernel
-symbols in the server's), pinned with a cpuset. CPU figures come from the
-container's cgroup, so they cover every process inside it. perf runs inside the
-server's container (python3 -m bench.profiling), where the interpreter's perf
-maps are, and the flame graphs are copied out of it.
+runs in the host's network namespace with the host's /run/netns (rslave),
+pinned with a cpuset, with no-new-privileges and pids and memory limits that a
+sweep never reaches. The image's docker/in-netns.sh enters sk-server or
+sk-client (nsenter: CAP_SYS_ADMIN) and drops SYS_ADMIN and SYSLOG before the
+server or wrk runs; perf, run as a `docker exec` beside the server
+(python3 -m bench.profiling, where the interpreter's perf maps are), gets the
+container's own set back: SYS_ADMIN, and SYSLOG for kernel symbols.
+
+Each wrk run is an exec in the sweep's wrk container, through
+docker/cgroup-cpu.sh: it reads the container's cgroup CPU counters just before
+and just after wrk, so wrk's CPU is a cgroup delta. The host's busy time and
+the engine's CPU (bench.procfs: dockerd, containerd, shims, runc) are sampled
+around the exec alone; the engine's share is reported apart from other load.
 
 Every container is labelled with its role, its run and the bench that owns it;
 at start, the containers of a bench that is gone (crashed, killed) are removed,
@@ -17,6 +23,14 @@ those of a bench still running are left alone.
 No host path is bind-mounted except /run/netns: nginx's files are copied into
 the server container, so bench works the same on the host and inside the
 compose `bench` container.
+
+Over several machines (engines.Roles: bench --server-engine/--client-engine)
+the server's containers run on the server engine and one long-lived wrk
+container on each client engine, all in their host's network (no namespaces,
+no /run/netns mount; setpriv alone drops the capabilities). A point's wrk runs
+are created first and then started together, one thread per engine. A probe
+container on the server engine and the first wrk container answer the sweep's
+network questions (bench.network.Machines).
 """
 
 from __future__ import annotations
@@ -26,13 +40,11 @@ import json
 import os
 import re
 import resource
-import shutil
 import sys
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,20 +54,22 @@ from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 import docker
+from bench import procfs
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
-from bench.network import Namespaces, Network
-from bench.procfs import stat_or_none
+from bench.network import Machines, Namespaces, Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 from bench.runners.base import (
     LOG_TAIL_CHARS,
     REPO_ROOT,
     STOP_GRACE_S,
+    LoadWindow,
     ServerUsage,
     WrkRun,
     profiled_support,
     server_command,
 )
+from bench.runners.engines import Roles
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
@@ -66,12 +80,18 @@ ROLE_LABEL = "swissknife.role"  # server | wrk | probe: what every container of 
 RUN_LABEL = "swissknife.run"  # the runner that started it
 OWNER_LABEL = "swissknife.owner"  # the bench behind that runner: container:ID or process:PIDNS:PID:START
 COMPOSE_LABELS = ("com.docker.compose.project", "com.docker.compose.service")
-# The scratch directory keeps its path inside the container, whose /tmp exists:
-# nginx's config names files by absolute path.
-SCRATCH_PARENT = "/tmp"
+SCRATCH = "/tmp/swissknife-server"  # nginx's files, written inside the server's container (bench.nginx)
 NS_PER_S = 1e9
-SERVER_CAPS = ["SYS_ADMIN", "SYSLOG"]  # nsenter and perf; perf's kernel symbols
+SERVER_CAPS = ["SYS_ADMIN", "SYSLOG"]  # nsenter and perf; perf's kernel symbols (the server itself runs without)
+WRK_CAPS = ["SYS_ADMIN"]  # nsenter (wrk itself runs without)
+# Far above what a sweep needs (the threaded server holds a thread per connection, 10,000+ with
+# idle-10000; its peak resident set was 240 MiB), low enough to stop a runaway before the host suffers.
+LIMITS = {"server": {"pids_limit": 32768, "mem_limit": "4g"}, "wrk": {"pids_limit": 256, "mem_limit": "1g"},
+          "probe": {"pids_limit": 256, "mem_limit": "1g"}}
+SECURITY_OPT = ["no-new-privileges"]
 PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
+CGROUP_CPU_LINE = "swissknife-cgroup-cpu "  # docker/cgroup-cpu.sh's last line on stderr
+DROPPED_CAPS = "-sys_admin,-syslog"  # what docker/in-netns.sh drops; over several machines setpriv alone does
 
 
 @dataclass(frozen=True)
@@ -81,22 +101,32 @@ class ContainerCpu:
 
 
 class DockerRunner:
-    """Servers and wrk in containers of the swissknife image, one container per server start and per wrk run."""
+    """Servers and wrk in containers of the swissknife image: one per server start, one for every wrk run."""
 
     name = "docker"
 
-    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int) -> None:
+    def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int,
+                 roles: Roles | None = None) -> None:
         self.topo = topo
         self.server_cpus = server_cpus
         self.client_cpu = client_cpu
+        self.roles = roles  # None: this host's engine and its namespaces
         self.image_name = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
         self.run_id = uuid.uuid4().hex[:12]
-        try:
-            # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
-            self._client = docker.from_env(timeout=None)
-        except DockerException as error:
-            raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") from None
+        if roles is None:
+            try:
+                # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
+                self._client = docker.from_env(timeout=None)
+            except DockerException as error:
+                raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") \
+                    from None
+            self._clients = [(None, self._client)]
+        else:
+            self._client = roles.server.client
+            self._clients = [(engine.spec, engine.client) for engine in roles.clients]
         self._server: Container | None = None
+        self._wrks: dict[int, Container] = {}  # per client: created at its first wrk run, removed by stop()
+        self._probe: Container | None = None  # on the server engine, for the network's questions (several machines)
         self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
 
     def check(self) -> None:
@@ -104,25 +134,34 @@ class DockerRunner:
             self._image = self._client.images.get(self.image_name)
         except ImageNotFound:
             raise BenchError(f"image {self.image_name} not found; build it: sudo docker/build.sh") from None
-        self._remove_leftovers()
+        for client in self._engines():
+            self._remove_leftovers(client)
+        if self.roles is None and not procfs.engine_cpu():
+            print(f"bench: warning: no container engine process (dockerd, containerd) in {procfs.host_proc()}: "
+                  f"its CPU will count as other load; in a container, mount the host's /proc and name it in "
+                  f"{procfs.HOST_PROC_ENV}", file=sys.stderr)
 
-    def _remove_leftovers(self) -> None:
+    def _engines(self) -> list[docker.DockerClient]:
+        """Every engine once (a client engine may be named twice, or be the server's)."""
+        return list({id(client): client for client in [self._client, *(c for _, c in self._clients)]}.values())
+
+    def _remove_leftovers(self, client: docker.DockerClient) -> None:
         """Remove the containers a crashed or killed bench left behind; a live bench's stay (and disturb us)."""
-        for container in self._client.containers.list(all=True, filters={"label": ROLE_LABEL}):
+        for container in client.containers.list(all=True, filters={"label": ROLE_LABEL}):
             labels = container.labels
             what = f"{labels[ROLE_LABEL]} container {container.short_id} of run {labels.get(RUN_LABEL, '?')}"
-            if self._owner_alive(labels.get(OWNER_LABEL, "")):
+            if self._owner_alive(client, labels.get(OWNER_LABEL, "")):
                 print(f"bench: warning: another bench is running ({what}); both runs' figures suffer",
                       file=sys.stderr)
                 continue
             print(f"bench: removing leftover {what}", file=sys.stderr)
             _remove(container)
 
-    def _owner_alive(self, owner: str) -> bool:
+    def _owner_alive(self, client: docker.DockerClient, owner: str) -> bool:
         kind, _, ident = owner.partition(":")
         if kind == "container":
             try:
-                return self._client.containers.get(ident).status == "running"
+                return client.containers.get(ident).status == "running"
             except NotFound:
                 return False
         if kind == "process":
@@ -134,7 +173,8 @@ class DockerRunner:
     @cached_property
     def _baked_versions(self) -> dict:
         out = self._client.containers.run(self._image.id, ["cat", IMAGE_VERSIONS], remove=True,
-                                          labels=self._labels("probe"))
+                                          security_opt=SECURITY_OPT, labels=self._labels("probe"),
+                                          **LIMITS["probe"])
         return json.loads(out)
 
     def versions(self) -> dict[str, str]:
@@ -153,27 +193,32 @@ class DockerRunner:
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
-    def _create(self, role: str, namespace: str, cpus: Sequence[int], command: Sequence[str]) -> Container:
-        """A container running `command` inside `namespace`, pinned to `cpus`, not yet started."""
+    def _create(self, role: str, cpus: Sequence[int] | None, command: Sequence[str], caps: list[str],
+                client: docker.DockerClient | None = None) -> Container:
+        """A container of ours on `client` (default: the server's engine) running `command`, pinned to `cpus`
+        (None: unpinned), not yet started."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
-        return self._client.containers.create(
-            self._image.id, [f"{self._project}/docker/in-netns.sh", namespace, *command],
-            labels=self._labels(role), network_mode="host", cpuset_cpus=cpu_list(cpus),
-            cap_add=SERVER_CAPS if role == "server" else ["SYS_ADMIN"],
-            mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
-            ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
+        # The namespaces are this host's: other machines' containers need no /run/netns.
+        mounts = [] if self.roles else [Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")]
+        return (client or self._client).containers.create(
+            self._image.id, list(command), labels=self._labels(role), network_mode="host",
+            cpuset_cpus=cpu_list(cpus) if cpus else None, cap_add=caps, security_opt=SECURITY_OPT, **LIMITS[role],
+            mounts=mounts, ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
+
+    def _in_netns(self, namespace: str, command: Sequence[str]) -> list[str]:
+        """`command` in `namespace`, without the capabilities; over several machines in the host's network."""
+        if self.roles:
+            return ["setpriv", f"--bounding-set={DROPPED_CAPS}", f"--inh-caps={DROPPED_CAPS}", "--", *command]
+        return [f"{self._project}/docker/in-netns.sh", namespace, *command]
 
     def start_server(self, kind: str, host: str, port: int, profiled: bool = False) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
-        scratch = Path(tempfile.mkdtemp(prefix=f"swissknife-{kind}-", dir=SCRATCH_PARENT))
-        try:
-            command = server_command(kind, host, port, scratch, "python3", self._support.args if self._support else ())
-            self._server = self._create("server", self.topo.server_ns, self.server_cpus, command)
-            self._server.put_archive(SCRATCH_PARENT, _tar(scratch))
-        finally:
-            shutil.rmtree(scratch)
+        python_args = self._support.args if self._support else ()
+        command = server_command(kind, host, port, Path(SCRATCH), "python3", python_args)
+        self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
+                                    SERVER_CAPS)
         self._server.start()
 
     def server_exit_code(self) -> int | None:
@@ -215,7 +260,8 @@ class DockerRunner:
         command = ["python3", "-m", "bench.profiling", *args]
         if container is None:
             out = self._client.containers.run(self._image.id, command, remove=True, cap_add=SERVER_CAPS,
-                                              labels=self._labels("probe"))
+                                              security_opt=SECURITY_OPT, labels=self._labels("probe"),
+                                              **LIMITS["probe"])
         else:
             out = container.exec_run(command, demux=True).output[0]
         return json.loads(out)
@@ -249,35 +295,100 @@ class DockerRunner:
             archive.extractall(out_dir, filter="data")
         return out_dir / Path(path).name
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
-        # The container idles; wrk runs in it as an exec, so its cgroup still holds wrk's CPU after wrk ends.
-        container = self._create("wrk", self.topo.client_ns, (self.client_cpu,), ["sleep", "infinity"])
-        # wrk's script is the image's copy of the project's.
-        command = [f"{self._project}/docker/in-netns.sh", self.topo.client_ns,
-                   *(arg.replace(str(REPO_ROOT), self._project) for arg in args)]
-        pool = ThreadPoolExecutor(max_workers=1)
-        try:
+    def _wrk_container(self, index: int) -> Container:
+        """Client `index`'s wrk container: idle, pinned to the client CPU (of its machine); each wrk run is an
+        exec in it."""
+        if index not in self._wrks:
+            _, client = self._clients[index]
+            container = self._create("wrk", (self.client_cpu,), ["sleep", "infinity"], [] if self.roles else WRK_CAPS,
+                                     client)
             container.start()
-            result = pool.submit(container.exec_run, command, demux=True).result(timeout=timeout_s)
-            cpu = _cpu(container.stats(stream=False, one_shot=True))
+            self._wrks[index] = container
+        return self._wrks[index]
+
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
+        # wrk's script is the image's copy of the project's.
+        command = self._in_netns(self.topo.client_ns, [f"{self._project}/docker/cgroup-cpu.sh",
+                                 *(arg.replace(str(REPO_ROOT), self._project) for arg in args)])
+        # Every client's exec created first, then all started at once: the runs overlap as fully as they can.
+        execs = []
+        for index, (_, client) in enumerate(self._clients):
+            container = self._wrk_container(index)
+            execs.append((client.api, client.api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]))
+        pool = ThreadPoolExecutor(max_workers=len(execs))
+        try:
+            with LoadWindow() as load:
+                started = [pool.submit(api.exec_start, exec_id, demux=True) for api, exec_id in execs]
+                if wait(started, timeout=timeout_s).not_done:
+                    raise TimeoutError
+                outputs = [future.result() for future in started]
+                # An exit code is known once the shim has reaped the exec: its CPU is in the shim's figures.
+                returncodes = [api.exec_inspect(exec_id)["ExitCode"] for api, exec_id in execs]
         except TimeoutError:
+            self._remove_wrks()  # kills the hung wrk, which ends the exec's stream; the next run makes a new one
             raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed") from None
         finally:
-            _remove(container)  # kills a hung wrk too, which ends the exec's stream
             pool.shutdown()
+        runs = []
+        for (engine, _), output, returncode in zip(self._clients, outputs, returncodes, strict=True):
+            stdout, stderr = (part.decode(errors="replace") if part else "" for part in output)
+            stderr, cpu_s = _cgroup_cpu(stderr)
+            if self.roles:  # other machines: this host's load says nothing of theirs
+                runs.append(WrkRun(stdout, stderr, returncode, cpu_s, None, None, engine))
+            else:  # the shim reaps the exec, so the engine's figures hold wrk's CPU too: take it out
+                runs.append(WrkRun(stdout, stderr, returncode, cpu_s, load.host_busy_s,
+                                   max(load.engine_cpu_s - cpu_s, 0.0)))
+        return runs
+
+    def _remove_wrks(self) -> None:
+        for container in self._wrks.values():
+            _remove(container)
+        self._wrks = {}
+
+    def _probe_container(self) -> Container:
+        """An idle container on the server engine (its host network) for the network's questions."""
+        if self._probe is None:
+            self._probe = self._create("probe", None, ["sleep", "infinity"], [])
+            self._probe.start()
+        return self._probe
+
+    @staticmethod
+    def _network_command(container: Container, args: Sequence[str]) -> str:
+        """python3 -m bench.network ARGS in `container`: its stdout."""
+        result = container.exec_run(["python3", "-m", "bench.network", *args], demux=True)
         stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
-        return [WrkRun(stdout, stderr, result.exit_code, cpu.user_s + cpu.sys_s)]
+        if result.exit_code != 0:
+            raise PointFailed(f"python3 -m bench.network {' '.join(args)} failed: {stderr.strip()[-300:]}")
+        return stdout
 
     def network(self) -> Network:
-        return Namespaces(self.topo)
+        if self.roles is None:
+            return Namespaces(self.topo)
+        return Machines(self.roles.server_addr,
+                        on_server=lambda args: self._network_command(self._probe_container(), args),
+                        on_client=lambda args: self._network_command(self._wrk_container(0), args))
 
     def engines(self) -> list[dict]:
-        return []
+        return self.roles.describe() if self.roles else []
 
     def stop(self) -> None:
         self.stop_server()
-        for container in self._client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
-            _remove(container)
+        self._remove_wrks()
+        if self._probe is not None:
+            _remove(self._probe)
+            self._probe = None
+        for client in self._engines():
+            for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+                _remove(container)
+
+
+def _cgroup_cpu(stderr: str) -> tuple[str, float]:
+    """wrk's stderr without docker/cgroup-cpu.sh's line, and the CPU seconds that line reports."""
+    head, found, tail = stderr.rpartition(CGROUP_CPU_LINE)
+    if not found:
+        raise PointFailed(f"no CPU figures from docker/cgroup-cpu.sh: {stderr.strip()[-300:]}")
+    user_ns, sys_ns = map(int, tail.split())
+    return head, (user_ns + sys_ns) / NS_PER_S
 
 
 def _remove(container: Container) -> None:
@@ -294,7 +405,7 @@ def _pid_namespace() -> str:
 
 def _start_ticks(pid: int) -> str | None:
     """When process `pid` started: with the pid, it names one process."""
-    found = stat_or_none(pid)
+    found = procfs.stat_or_none(pid)
     return None if found is None else str(found.start_ticks)
 
 
@@ -314,10 +425,3 @@ def _cpu(stats: dict) -> ContainerCpu:
     """User and system CPU of a container's cgroup so far (the API gives nanoseconds)."""
     usage = stats["cpu_stats"]["cpu_usage"]
     return ContainerCpu(usage["usage_in_usermode"] / NS_PER_S, usage["usage_in_kernelmode"] / NS_PER_S)
-
-
-def _tar(directory: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(directory, arcname=directory.name)
-    return buffer.getvalue()

@@ -59,16 +59,17 @@ class Roles:
     server: Engine
     clients: tuple[Engine, ...]  # one wrk each; the same engine may appear twice
     image_id: str
+    server_addr: str  # on the server engine's host: the servers listen there, wrk loads it
 
     def describe(self) -> list[dict]:
         return [self.server.describe("server"), *(client.describe("client") for client in self.clients)]
 
 
-def roles(server: str, clients: Sequence[str], image: str) -> Roles:
+def roles(server: str, clients: Sequence[str], image: str, server_addr: str) -> Roles:
     """Connect to every engine and check the image on each: BenchError (one line, the fix) before anything runs."""
     server_engine = connect(server)
     client_engines = tuple(connect(client) for client in clients)
-    return Roles(server_engine, client_engines, check_image(image, server_engine, list(client_engines)))
+    return Roles(server_engine, client_engines, check_image(image, server_engine, list(client_engines)), server_addr)
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,6 +32,7 @@ from bench.runners.base import (
     LOG_TAIL_CHARS,
     REPO_ROOT,
     STOP_GRACE_S,
+    LoadWindow,
     ServerUsage,
     WrkRun,
     profiled_support,
@@ -40,6 +41,9 @@ from bench.runners.base import (
 from netns import ns
 from netns.config import Topology
 
+# A server whose bench dies (even by SIGKILL) gets SIGTERM, on which every server shuts down with
+# its workers (reuseport's processes, nginx's worker): SIGKILL would leave those orphaned.
+SERVER_PARENT_DEATH_SIGNAL = signal.SIGTERM
 PERF_ENV = "SWISSKNIFE_PERF"  # the perf binary the process runner uses (default: perf on PATH)
 # tool -> Debian package that provides it
 PROCESS_TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
@@ -94,6 +98,7 @@ class ProcessRunner:
         with open(self._scratch / "server.log", "wb") as log:
             self._server = ns.popen(
                 self.topo.server_ns, _pinned(self.server_cpus, command), cwd=REPO_ROOT,
+                parent_death_signal=SERVER_PARENT_DEATH_SIGNAL,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -142,17 +147,19 @@ class ProcessRunner:
     def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
         # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            self._wrk = ns.popen(self.topo.client_ns, _pinned((self.client_cpu,), args),
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-            try:
-                returncode, cpu_s = _wait_with_cpu(self._wrk, timeout_s)
-            finally:
-                _stop_group(self._wrk, signal.SIGKILL)
-                self._wrk = None
+            with LoadWindow() as load:
+                self._wrk = ns.popen(self.topo.client_ns, _pinned((self.client_cpu,), args),
+                                     parent_death_signal=signal.SIGKILL, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=err, start_new_session=True)
+                try:
+                    returncode, cpu_s = _wait_with_cpu(self._wrk, timeout_s)
+                finally:
+                    _stop_group(self._wrk, signal.SIGKILL)
+                    self._wrk = None
             out.seek(0)
             err.seek(0)
             return [WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                           returncode, cpu_s)]
+                           returncode, cpu_s, load.host_busy_s, load.engine_cpu_s)]
 
     def network(self) -> Network:
         return Namespaces(self.topo)

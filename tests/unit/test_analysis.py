@@ -41,7 +41,7 @@ def test_compare_gives_ratios_b_over_a_for_shared_points_only():
 
 def test_every_metric_is_defined_once_and_drawn_and_tabled_from_that_definition():
     assert [m.key for m in sum(FIGURES.values(), [])] == list(METRICS)
-    assert {m.key for m in TABLED} == {"requests_per_s", "latency_p99_us", "cpu_us_per_request"}
+    assert {m.key for m in TABLED} == {"requests_per_s", "latency_p99_us", "cpu_us_per_request", "engine_cpu_share"}
     assert set(METRICS) <= set(Record.__dataclass_fields__)
 
 

@@ -82,3 +82,16 @@ def test_urls_and_nginx_take_both_address_families():
     assert wrk.url("192.0.2.1", 80, "/x") == "http://192.0.2.1:80/x"
     assert "listen 192.0.2.1:8080;" in nginx.CONFIG.format(
         directory="/d", address="192.0.2.1:8080", nofile=1, connections=1)
+
+
+def test_paths_are_shown_as_the_host_names_them(monkeypatch):
+    """In the compose bench container the results directory is the host's ./results (or BENCH_RESULTS)."""
+    from bench.cli import HOST_RESULTS_ENV, RESULTS_DIR, shown
+    run = RESULTS_DIR / "20260101-000000-quick" / "report.md"
+    monkeypatch.delenv(HOST_RESULTS_ENV, raising=False)
+    assert shown(run) == str(run)
+    monkeypatch.setenv(HOST_RESULTS_ENV, "./results")
+    assert shown(run) == "./results/20260101-000000-quick/report.md"
+    monkeypatch.setenv(HOST_RESULTS_ENV, "/srv/runs")
+    assert shown(run) == "/srv/runs/20260101-000000-quick/report.md"
+    assert shown(Path("/tmp/elsewhere")) == "/tmp/elsewhere"  # --out outside the results directory

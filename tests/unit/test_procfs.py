@@ -43,3 +43,22 @@ def test_host_busy_time_grows():
     while time.process_time() < end:
         pass
     assert procfs.host_busy_s() > before
+
+
+def test_the_engine_s_cpu_is_found_by_command_name_and_a_process_born_meanwhile_counts_whole(tmp_path):
+    """A process called dockerd burns CPU between two samples; its CPU is the engine's delta."""
+    fake = tmp_path / "dockerd"
+    fake.symlink_to(sys.executable)
+    before = procfs.engine_cpu()
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    child = subprocess.Popen([str(fake), "-c", f"{burn}\ntime.sleep(30)"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while (delta := procfs.engine_cpu_delta(before, procfs.engine_cpu())) < 0.25:
+            assert time.monotonic() < deadline, delta
+            time.sleep(0.05)
+        found = [pid for pid, _ in procfs.engine_cpu() if pid == child.pid]
+        assert found == [child.pid] and delta < 5
+    finally:
+        child.kill()
+        child.wait()

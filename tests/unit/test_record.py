@@ -23,9 +23,10 @@ VETH = {"rx_bytes": 1_000_000, "tx_bytes": 3_500_000, "rx_packets": 20_000, "tx_
 POINT = plan(SweepConfig("test", ("epoll",), (WORKLOADS["plaintext"],), (32,), 2, 1, 1))[0]
 
 
-def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH):
-    return to_record(POINT, "now", [ClientRun(None, client_cpu_s, REPORT)], BEFORE, after, host_busy_s, veth,
-                     server_cpus)
+def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH,
+           engine_cpu_s: float = 0.0):
+    return to_record(POINT, "now", [ClientRun(None, client_cpu_s, REPORT, host_busy_s, engine_cpu_s)], BEFORE,
+                     after, veth, server_cpus)
 
 
 def test_every_metric_is_derived_from_the_raw_figures():
@@ -53,6 +54,16 @@ def test_shares_are_per_pinned_cpu_and_other_load_marks_the_point_disturbed():
     assert r.other_cpu_share == pytest.approx(0.2) and r.disturbed
 
 
+def test_the_engine_s_cpu_is_its_own_figure_and_not_other_load():
+    """2.1 CPU-s busy: 1.0 server, 1.0 wrk, 0.3 the container engine running wrk's exec: not disturbed."""
+    r = record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.4, engine_cpu_s=0.3)
+    assert r.engine_cpu_share == pytest.approx(0.15) and r.other_cpu_share == pytest.approx(0.05)
+    assert not r.disturbed
+    # the same load without the engine's share: disturbed
+    assert record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.4).disturbed
+    assert record(ServerUsage(10.6, 5.4, 1, 1), client_cpu_s=1.0, host_busy_s=2.0).engine_cpu_share == 0
+
+
 def test_fewer_bytes_on_the_veth_than_wrk_read_is_inconsistent():
     r = record(ServerUsage(10.6, 5.4, 1, 1), 1.0, 2.1, veth=VETH | {"tx_bytes": 100})
     assert not r.veth_consistent
@@ -63,7 +74,7 @@ def test_several_clients_count_as_one_merged_run_and_each_keeps_its_own_figures(
     reports = [wrk.parse((data / f"epoll-c{c}.out").read_text()) for c in (8, 64)]
     clients = [ClientRun("unix:///a.sock", 0.4, reports[0]), ClientRun("ssh://b", 1.95, reports[1])]
     # Other machines: no host load, no interface counters.
-    r = to_record(POINT, "now", clients, BEFORE, ServerUsage(10.6, 5.4, 1, 1), None, None, 1)
+    r = to_record(POINT, "now", clients, BEFORE, ServerUsage(10.6, 5.4, 1, 1), None, 1)
     merged = wrk.merge(reports)
     assert (r.requests, r.bytes, r.latency_p99_us) == (merged.requests, merged.bytes, merged.latency_us["p99"])
     assert r.requests == 10440 + 71552 and r.client_cpu_s == pytest.approx(2.35)
