@@ -207,11 +207,13 @@ def point_line(record: Record) -> str:
     if record.status != "ok":
         mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
         return f"{where}  {mark} {record.failure}"
+    # Figures a run over several machines does not measure are None: their flags stay off.
+    engine_share, other_share = record.engine_cpu_share or 0, record.other_cpu_share or 0
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
-                             (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
-                             (f"engine:{record.engine_cpu_share:.2f}cpu", (record.engine_cpu_share or 0) >= 0.01),
-                             ("veth-mismatch", not record.veth_consistent)) if on]
+                             (f"disturbed:{other_share:.2f}cpu", record.disturbed),
+                             (f"engine:{engine_share:.2f}cpu", engine_share >= 0.01),
+                             ("veth-mismatch", record.veth_consistent is False)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
             f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
