@@ -185,11 +185,16 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     # On other machines' engines the runner checks the CPUs against each engine's.
     if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
+    connections = tuple(args.connections or preset.connections)
+    counts = {*connections, *(c for w in workloads for c in workload(w).connections or ())}
+    if uneven := sorted(c for c in counts if c % max(len(client_engines), 1)):
+        parser.error(f"{len(client_engines)} client engines share each point's connections evenly: "
+                     f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
         servers=tuple(dict.fromkeys([*servers, REFERENCE_SERVER])),
         workloads=tuple(workload(w) for w in workloads),
-        connections=tuple(args.connections or preset.connections),
+        connections=connections,
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
         repeat=args.repeat or preset.repeat,

@@ -257,9 +257,11 @@ class ClientRun:
 def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
             duration_s: int) -> list[ClientRun]:
     """One bounded wrk run per client (started together) that every side survived, else PointFailed."""
+    # A point's connections are the server's: several clients share them evenly (the CLI checks they divide).
+    clients = max(len(config.client_engines), 1)
     args = wrk.command(wrk.url(net.server_addr, port, point.workload.path), point.workload,
-                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s,
-                       histogram=len(config.client_engines) > 1)  # several runs merge through their histograms
+                       point.connections // clients, duration_s, config.wrk_threads, config.wrk_timeout_s,
+                       histogram=clients > 1)  # several runs merge through their histograms
     runs = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
     if (code := runner.server_exit_code()) is not None:
         raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, NetNS, netns
 
 import docker
+from netns.topology import CLIENT_SYSCTLS
 
 ENGINE_NS = "sk-engine2"
 HOST_IF, ENGINE_IF = "skeng0", "skeng1"
@@ -70,6 +71,10 @@ def _link_up() -> None:
             ipr.addr("add", index=index, address=address, prefixlen=PREFIX, flags=IFA_F_NODAD)
             ipr.link("set", index=index, state="up")
         engine.link("set", index=engine.link_lookup(ifname="lo")[0], state="up")
+    # As netns/setup.py gives sk-client: churn's closed connections must not run the ports out
+    # (a real client machine needs the same; bench cannot set another machine's sysctls).
+    for key, value in CLIENT_SYSCTLS.items():
+        subprocess.run(["nsenter", f"--net=/run/netns/{ENGINE_NS}", "sysctl", "-qw", f"{key}={value}"], check=True)
 
 
 def _link_down() -> None:

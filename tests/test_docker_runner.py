@@ -127,7 +127,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         # Both runs were execs in one wrk container, whose wrk ran without SYS_ADMIN.
         (wrk,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "wrk"})
         assert wrk.attrs["HostConfig"]["CpusetCpus"] == "1"
-        run = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
+        [run] = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
         assert int(run.stdout.split()[1], 16) & SYS_ADMIN == 0, run.stdout
         # A hung wrk: killed at the deadline, its container removed.
         started = time.monotonic()

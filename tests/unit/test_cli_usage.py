@@ -59,6 +59,8 @@ def test_engine_options_go_together_and_are_checked_before_anything_runs(capsys)
         capsys, *engines, "--server-addr", "fd00::zz")
     assert "needs --runner docker" in usage_error(
         capsys, *engines, "--server-addr", "fd00:5b::1", "--runner", "process")
+    assert "2 client engines share each point's connections evenly: 5 do not divide by 2" in usage_error(
+        capsys, *engines, "--client-engine", "unix:///c.sock", "--server-addr", "fd00:5b::1", "--connections", "4", "5")
     output = usage_error(capsys, *engines, "--server-addr", "fd00:5b::1", "--experiments", "idle-connections")
     assert "idle-1000, idle-5000" in output and "do not run with --client-engine" in output
 
