@@ -3,11 +3,13 @@ python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls
 python3 -m bench gil [opts]       the gil experiment: with and without the GIL, on one CPU and on two
 python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json (a gil DIR: its report)
 python3 -m bench compare A B      per-point ratios B/A of two runs
+python3 -m bench ship-image --from ENGINE --to ENGINE   copy the image to another Docker engine
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCES, WORKL
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
 from bench.results import JSON_NAME, Record, Run, ServerProfile, load
-from bench.runners import REPO_ROOT, RUNNERS, Runner
+from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner, docker_runner
 from bench.runners.base import FT_BUILD, FT_IMAGE
 from netns.config import Topology
 from netns.ns import NamespaceError
@@ -98,7 +100,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "are always added")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
-    parser.add_argument("--runner", choices=RUNNERS, default="process")
+    parser.add_argument("--runner", choices=RUNNERS, help="process (default) or docker; docker with --server-engine")
     parser.add_argument("--cpus", metavar="SERVER,CLIENT",
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
                              "CPUs, so reuseport's processes can run in parallel)")
@@ -110,6 +112,35 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diff", nargs="+", type=server_pair, metavar="A,B",
                         help="differential flame graphs from A to B (default: "
                              f"{' and '.join(','.join(pair) for pair in DEFAULT_DIFFS)}, of those profiled)")
+    machines = parser.add_argument_group(
+        "two or more machines", "the server on one Docker engine, wrk on others (README: Two or more machines); "
+        "ENGINE is a unix:// tcp:// ssh://user@host URL or a Docker context name")
+    machines.add_argument("--server-engine", metavar="ENGINE", help="the engine the servers run on (host network)")
+    machines.add_argument("--client-engine", action="append", metavar="ENGINE",
+                          help="an engine that runs one wrk per point; repeat it for several, which start together "
+                               "and whose results are merged")
+    machines.add_argument("--server-addr", metavar="ADDR",
+                          help="an address of the server engine's host: the server listens there and wrk loads it")
+
+
+def resolve_engines(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                    workloads: list[str]) -> tuple[str, str | None, tuple[str, ...], str | None]:
+    """The runner and the engine options, checked: all three engine options or none."""
+    engines = (args.server_engine, args.client_engine, args.server_addr)
+    if not any(engines):
+        return args.runner or ProcessRunner.name, None, (), None
+    if not all(engines):
+        parser.error("--server-engine, --client-engine and --server-addr go together")
+    if args.runner == ProcessRunner.name:
+        parser.error("--server-engine runs the servers and wrk in containers: it needs --runner docker")
+    try:
+        address = str(ipaddress.ip_address(args.server_addr))
+    except ValueError:
+        parser.error(f"--server-addr takes an IP address, not {args.server_addr!r}")
+    if idle := [w for w in workloads if workload(w).idle]:
+        parser.error(f"workload(s) {', '.join(idle)} hold idle connections from the client namespace of one host; "
+                     "they do not run with --client-engine")
+    return "docker", args.server_engine, tuple(args.client_engine), address
 
 
 def sweep_parser() -> argparse.ArgumentParser:
@@ -173,23 +204,33 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
+    runner, server_engine, client_engines, server_addr = resolve_engines(args, parser, workloads)
     try:
         server_cpus, client_cpu = parse_cpus(args.cpus) if args.cpus else default_cpus()
     except ValueError:
         parser.error(f"--cpus takes SERVER,CLIENT CPU numbers (SERVER may be a range A-B), not {args.cpus!r}")
-    if not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
+    # On other machines' engines the runner checks the CPUs against each engine's.
+    if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
+    connections = tuple(args.connections or preset.connections)
+    counts = {*connections, *(c for w in workloads for c in workload(w).connections or ())}
+    if uneven := sorted(c for c in counts if c % max(len(client_engines), 1)):
+        parser.error(f"{len(client_engines)} client engines share each point's connections evenly: "
+                     f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
         servers=tuple(dict.fromkeys([*servers, *REFERENCES])),
         workloads=tuple(workload(w) for w in workloads),
-        connections=tuple(args.connections or preset.connections),
+        connections=connections,
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
         repeat=args.repeat or preset.repeat,
-        runner=args.runner,
+        runner=runner,
         server_cpus=server_cpus,
         client_cpu=client_cpu,
+        server_engine=server_engine,
+        client_engines=client_engines,
+        server_addr=server_addr,
     )
 
 
@@ -198,11 +239,13 @@ def point_line(record: Record) -> str:
     if record.status != "ok":
         mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
         return f"{where}  {mark} {record.failure}"
+    # Figures a run over several machines does not measure are None: their flags stay off.
+    engine_share, other_share = record.engine_cpu_share or 0, record.other_cpu_share or 0
     flags = [f for f, on in (("client-bound", record.client_bound),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
-                             (f"disturbed:{record.other_cpu_share:.2f}cpu", record.disturbed),
-                             (f"engine:{record.engine_cpu_share:.2f}cpu", (record.engine_cpu_share or 0) >= 0.01),
-                             ("veth-mismatch", not record.veth_consistent)) if on]
+                             (f"disturbed:{other_share:.2f}cpu", record.disturbed),
+                             (f"engine:{engine_share:.2f}cpu", engine_share >= 0.01),
+                             ("veth-mismatch", record.veth_consistent is False)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
     return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
             f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
@@ -225,7 +268,16 @@ def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config
     return [list(pair) for pair in args.diff or DEFAULT_DIFFS if set(pair) <= set(config.servers)]
 
 
-def make_runner(args: argparse.Namespace, config: SweepConfig, topo: Topology) -> Runner:
+def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig,
+                topo: Topology) -> Runner:
+    if config.server_engine:
+        from bench.runners.docker import DEFAULT_IMAGE, IMAGE_ENV
+        from bench.runners.engines import roles
+        if args.server_python:
+            parser.error("--server-python is for one host: with --server-engine the servers run the image's python3")
+        found = roles(config.server_engine, config.client_engines, os.environ.get(IMAGE_ENV, DEFAULT_IMAGE),
+                      config.server_addr)
+        return docker_runner(topo, config.server_cpus, config.client_cpu, roles=found)
     if not args.server_python:
         return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu)
     return RUNNERS[config.runner](topo, config.server_cpus, config.client_cpu, args.server_python)
@@ -275,10 +327,11 @@ def gil_command(argv: list[str]) -> int:
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
-    require_root()
+    if config.server_engine is None:  # other machines' engines need no namespaces here
+        require_root()
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
-    runner = make_runner(args, config, topo)
+    runner = make_runner(args, parser, config, topo)
     out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     started = time.monotonic()
     with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -300,7 +353,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
             progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
 
         try:
-            run = execute(config, runner, topo, out, args.flamegraphs, diffs,
+            run = execute(config, runner, out, args.flamegraphs, diffs,
                           RunEvents(on_start, on_record, on_profile))
         except Interrupted as interrupted:
             progress.console.print(f"{interrupted}: sweep stopped, records kept in {shown(out)} "
@@ -386,7 +439,26 @@ def wall_time_s(run: Run) -> float | None:
     return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
 
 
-COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command, "gil": gil_command}
+
+def ship_image_command(argv: list[str]) -> int:
+    from bench.runners.docker import DEFAULT_IMAGE, IMAGE_ENV
+    from bench.runners.engines import connect, ship_image
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench ship-image",
+        description="Copy the image from one Docker engine to others (docker save | docker load through the "
+                    "Docker SDK, streamed through this host), so that every engine of a sweep has the same image ID.")
+    parser.add_argument("--from", dest="source", required=True, metavar="ENGINE")
+    parser.add_argument("--to", dest="targets", required=True, action="append", metavar="ENGINE")
+    parser.add_argument("--image", default=os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
+    args = parser.parse_args(argv)
+    source = connect(args.source)
+    for target in args.targets:
+        console.print(f"{args.image} {ship_image(args.image, source, connect(target))} now on {target}")
+    return 0
+
+
+COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command, "gil": gil_command,
+            "ship-image": ship_image_command}
 
 
 def main(argv: list[str] | None = None) -> int:

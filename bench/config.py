@@ -124,6 +124,11 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "quick"
 
 
+def host_port(host: str, port: int) -> str:
+    """[fd00:5a::1]:8080 or 192.0.2.1:8080: an address and port as URLs and nginx write them."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cpu_list(cpus: Sequence[int]) -> str:
     """taskset's and Docker's spelling of a CPU set: 0,1."""
     return ",".join(map(str, cpus))
@@ -143,6 +148,11 @@ class SweepConfig:
     runner: str = "process"
     server_cpus: tuple[int, ...] = (0,)  # one CPU by default: the fair comparison; more let processes scale
     client_cpu: int = 1
+    # Several machines (bench --server-engine/--client-engine): Docker engines by URL or context name, and
+    # the address on the server engine's host the server listens on and wrk loads. None/(): one host.
+    server_engine: str | None = None
+    client_engines: tuple[str, ...] = ()
+    server_addr: str | None = None
     wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
     wrk_timeout_s: int = 2
     ready_timeout_s: float = 10.0

@@ -11,8 +11,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from bench.network import Namespaces, Network
 from bench.runners import REPO_ROOT, Runner
-from netns.config import Topology
 from netns.topology import CLIENT_SYSCTLS, read_sysctls
 
 IMAGE_VERSIONS = Path("/etc/swissknife-versions.json")  # written into the Docker image at build time
@@ -36,7 +36,7 @@ def git_commit() -> str:
     return f"{commit}-dirty" if git("status", "--porcelain", "--untracked-files=no") else commit
 
 
-def collect(runner: Runner, topo: Topology) -> dict:
+def collect(runner: Runner, net: Network) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     environment = {
         "kernel": platform.release(),
@@ -47,11 +47,15 @@ def collect(runner: Runner, topo: Topology) -> dict:
         "pyroute2": metadata.version("pyroute2"),
         "git_commit": git_commit(),
         "open_file_limit": {"soft": soft, "hard": hard},
-        "client_sysctls": read_sysctls(topo.client_ns, CLIENT_SYSCTLS),
         "runner": runner.name,
         "tools": runner.versions(),
         "server_python": runner.server_python(),  # the servers' interpreter, GIL state included
+        "traffic": net.traffic,
     }
+    if isinstance(net, Namespaces):
+        environment["client_sysctls"] = read_sysctls(net.topo.client_ns, CLIENT_SYSCTLS)
+    if engines := runner.engines():
+        environment["engines"] = engines
     if image := runner.image():
         environment["image"] = image
     elif IMAGE_VERSIONS.exists():  # bench itself runs in the image

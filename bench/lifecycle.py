@@ -16,7 +16,8 @@ from bench import environment
 from bench.analysis.report import write_outputs
 from bench.config import SweepConfig, plan
 from bench.errors import BenchError
-from bench.results import Profiling, Record, Run, ServerProfile, save
+from bench.network import Namespaces
+from bench.results import WRK_DIR, Profiling, Record, Run, ServerProfile, save
 from bench.runners import Runner
 from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, now, run_sweep
 from netns import ns
@@ -90,18 +91,20 @@ def require_root() -> None:
         raise BenchError("bench needs root (network namespaces, pinning): sudo python3 -m bench ...")
 
 
-def execute(config: SweepConfig, runner: Runner, topo: Topology, out: Path, flamegraphs: bool,
+def execute(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
             diffs: list[list[str]], events: RunEvents) -> Run:
     """Run the sweep into `out` and draw its outputs. On SIGINT/SIGTERM: everything stopped, the records
     kept in a valid results.json marked interrupted, then Interrupted raised."""
     runner.check()
-    check_topology(topo)
+    net = runner.network()
+    if isinstance(net, Namespaces):
+        check_topology(net.topo)
     raise_open_file_limit()  # inherited by every server and wrk (the hard limit cannot be raised here)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "results.json").exists():
         raise BenchError(f"{out} already holds a run; choose another --out")
     run = Run(name=out.name, status="running", started_at=now(),
-              environment=environment.collect(runner, topo), config=asdict(config))
+              environment=environment.collect(runner, net), config=asdict(config))
     if flamegraphs:
         run.profiling = Profiling(config.duration_s, SYSCALL_WINDOW_S, diffs, problem=runner.perf_problem())
     save(out, run)
@@ -125,7 +128,7 @@ def execute(config: SweepConfig, runner: Runner, topo: Topology, out: Path, flam
     profile_plan = (ProfilePlan(out, profiling.duration_s, profiling.syscall_window_s, on_profile)
                     if profiling and not profiling.problem else None)
     try:
-        run_sweep(config, runner, topo, on_record, profile_plan)
+        run_sweep(config, runner, net, on_record, profile_plan, out / WRK_DIR)
         run.status = "complete"
     finally:
         if run.status == "running":  # a signal, or a fatal error such as the topology removed mid-sweep

@@ -14,7 +14,7 @@ import resource
 import sys
 from pathlib import Path
 
-from bench.config import WORKLOADS
+from bench.config import WORKLOADS, host_port
 
 CONFIG = """\
 daemon off;
@@ -32,7 +32,7 @@ http {{
     # (nginx's default would close them after 60 s); the listen backlog is theirs too (nginx's: 511).
     client_header_timeout 1h;
     server {{
-        listen [{host}]:{port} backlog=4096{reuseport};
+        listen {address} backlog=4096{reuseport};
         location = / {{
             default_type text/plain;
             return 200 "Hello, World!";
@@ -60,7 +60,7 @@ def prepare(directory: Path, host: str, port: int, nofile: int, workers: int = 1
         (bytes_dir / str(size)).write_bytes(b"x" * size)
     config = directory / "nginx.conf"
     # Leave some descriptors for the listening socket, logs and files.
-    config.write_text(CONFIG.format(directory=directory, host=host, port=port, workers=workers,
+    config.write_text(CONFIG.format(directory=directory, address=host_port(host, port), workers=workers,
                                     reuseport=" reuseport" if workers > 1 else "",
                                     nofile=nofile, connections=max(nofile - 100, 1024)))
     return ["nginx", "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(config)]

@@ -21,12 +21,14 @@ from bench.errors import BenchError
 
 # 2: config.server_cpus (a list) replaced config.server_cpu; 3: config.preset was config.profile;
 # 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's) and what holding
-#    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional)
-SCHEMA_VERSION = 4
+#    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional);
+# 5: config.server_engine/client_engines/server_addr and record.clients (several machines)
+SCHEMA_VERSION = 5
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
 FLAMEGRAPH_DIR = "flamegraphs"  # SVGs and the folded stacks they were drawn from
+WRK_DIR = "wrk"  # each client's wrk report behind a merged point (several client engines)
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Record:
     idle_holder_kib_per_connection: float | None = None  # the holders' resident set growth over idle_held
     # Slab caches + TCP buffers, machine-wide (both ends of every connection: one kernel), growth over idle_held
     idle_kernel_kib_per_connection: float | None = None
+    # several client engines (their runs merged above): each one's own figures, as ClientFigures dicts
+    clients: list[dict] | None = None
 
     @property
     def wrk_errors(self) -> int:
@@ -103,6 +107,21 @@ class Record:
     @property
     def disturbed(self) -> bool:
         return (self.other_cpu_share or 0) >= DISTURBED_CPU_SHARE
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """One client engine's share of a merged point."""
+
+    engine: str
+    requests: int
+    bytes: int
+    errors: int
+    latency_p50_us: float | None
+    latency_p99_us: float | None
+    cpu_s: float  # its wrk container's CPU
+    cpu_share: float  # of the one CPU it is pinned to
+    client_bound: bool  # this wrk's core saturated while the server's was not
 
 
 @dataclass
@@ -201,6 +220,10 @@ def upgraded(document: dict) -> dict:
     if version == 3:
         records = [{**record, "engine_cpu_share": None} for record in records]
         version = 4
+    if version == 4:
+        config.update(server_engine=None, client_engines=[], server_addr=None)
+        records = [{**record, "clients": None} for record in records]
+        version = 5
     return {**document, "schema_version": version, "config": config, "records": records}
 
 

@@ -14,13 +14,13 @@ while wrk drives it at the largest connection count.
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import resource
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -29,11 +29,11 @@ from bench import procfs, verify, wrk
 from bench.config import FLOOR_SERVER, REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
-from bench.results import FLAMEGRAPH_DIR, Record, ServerProfile
-from bench.runners import Runner, ServerUsage, WrkRun
-from netns import ns
+from bench.network import Namespaces, Network
+from bench.results import FLAMEGRAPH_DIR, ClientFigures, Record, ServerProfile
+from bench.runners import Runner, ServerUsage
 from netns.config import Topology
-from netns.topology import add_client_addresses, counters, remove_client_addresses
+from netns.topology import add_client_addresses, remove_client_addresses
 from servers.base import UNSUPPORTED_EXIT
 from servers.select_server import FD_SETSIZE
 
@@ -85,24 +85,25 @@ def host_limits() -> HostLimits:
     return HostLimits(open_file_limit(), threads - THREAD_HEADROOM, because)
 
 
-def run_sweep(config: SweepConfig, runner: Runner, topo: Topology, on_record: Callable[[Record], None],
-              profiling: ProfilePlan | None = None) -> None:
+def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Callable[[Record], None],
+              profiling: ProfilePlan | None = None, wrk_dir: Path | None = None) -> None:
     """Measure every point of `config`, handing each record to `on_record` (and, with `profiling`,
-    each (server, workload)'s profile to its `on_profile`); stop everything at the end."""
+    each (server, workload)'s profile to its `on_profile`); stop everything at the end. `wrk_dir`:
+    where the wrk reports behind each merged point go (several clients)."""
     limits = host_limits()
     try:
         for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
             points = list(points)
-            runs_here = run_group(runner, topo, config, points, on_record, limits)
+            runs_here = run_group(runner, net, config, points, on_record, limits, wrk_dir)
             profiled = max(points, key=lambda p: p.connections)
             if profiling is not None and runs_here and unsupported(profiled, limits) is None:
-                profiling.on_profile(profile_point(runner, topo, config, profiled, profiling))
+                profiling.on_profile(profile_point(runner, net, config, profiled, profiling))
     finally:
         runner.stop()
 
 
-def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[Point],
-              on_record: Callable[[Record], None], limits: HostLimits) -> bool:
+def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Point],
+              on_record: Callable[[Record], None], limits: HostLimits, wrk_dir: Path | None = None) -> bool:
     """The points of one (server, workload), with one server started for them (again if it dies).
     False when the server said it cannot run here (its points are recorded unsupported)."""
     session: ServerSession | None = None
@@ -120,16 +121,16 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
                 if session is None or not session.alive:
                     if session is not None:
                         session.stop()
-                    session, warmed = ServerSession(runner, topo, config, point), set()
+                    session, warmed = ServerSession(runner, net, config, point), set()
                     try:
                         session.start()
                     except PointFailed as failure:
                         broken = failure
                         raise
                 if point.connections not in warmed:
-                    run_wrk(runner, topo, config, point, session.port, config.warmup_s)
+                    run_wrk(runner, net, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
-                record = measure(runner, topo, config, point, session.port)
+                record = measure(runner, net, config, point, session.port, wrk_dir)
             except PointFailed as failure:
                 status = "unsupported" if isinstance(failure, PointUnsupported) else "failed"
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
@@ -144,20 +145,20 @@ def run_group(runner: Runner, topo: Topology, config: SweepConfig, points: list[
     return not isinstance(broken, PointUnsupported)
 
 
-def profile_point(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Point,
                   profiling: ProfilePlan) -> ServerProfile:
     """One wrk run, not recorded, against the point's server restarted profiled: syscalls counted, then sampled."""
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
     try:
-        with ServerSession(runner, topo, config, point, profiled=True) as session:
+        with ServerSession(runner, net, config, point, profiled=True) as session:
             load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                load = pool.submit(run_wrk, runner, topo, config, point, session.port, load_s)
+                load = pool.submit(run_wrk, runner, net, config, point, session.port, load_s)
                 time.sleep(PROFILE_LEAD_S)
                 syscalls = runner.count_syscalls(profiling.syscall_window_s)
                 result = runner.profile(profiling.duration_s, profiling.run_dir / FLAMEGRAPH_DIR,
                                         f"{point.workload.name}-{point.server}")
-                report = wrk.parse(load.result().stdout)
+                report = wrk.merge([client.report for client in load.result()])
     except (PointFailed, ValueError) as failure:  # ValueError: wrk's report unreadable
         profile.message = str(failure)
         return profile
@@ -233,9 +234,9 @@ class ServerSession:
     sweep goes on. Only BenchError (the sweep cannot run at all) and interrupts pass through.
     """
 
-    def __init__(self, runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+    def __init__(self, runner: Runner, net: Network, config: SweepConfig, point: Point,
                  profiled: bool = False) -> None:
-        self.runner, self.topo, self.config, self.point, self.profiled = runner, topo, config, point, profiled
+        self.runner, self.net, self.config, self.point, self.profiled = runner, net, config, point, profiled
         self.port = 0
         self.idle: Idle | None = None
 
@@ -248,9 +249,9 @@ class ServerSession:
 
     def start(self) -> None:
         try:
-            self.port = start_verified(self.runner, self.topo, self.config, self.point, self.profiled)
+            self.port = start_verified(self.runner, self.net, self.config, self.point, self.profiled)
             if self.point.workload.idle:
-                self.idle = hold_idle(self.runner, self.topo, self.port, self.point.workload.idle)
+                self.idle = hold_idle(self.runner, self.net, self.port, self.point.workload.idle)
         except (PointFailed, BenchError):
             self.stop()
             raise
@@ -272,10 +273,13 @@ class ServerSession:
         self.runner.stop_server()
 
 
-def hold_idle(runner: Runner, topo: Topology, port: int, count: int, per_holder: int = PER_HOLDER,
+def hold_idle(runner: Runner, net: Network, port: int, count: int, per_holder: int = PER_HOLDER,
               per_address: int = PER_ADDRESS) -> Idle:
     """Open `count` idle connections from the client namespace (as many holders and source addresses as
     the limits need), wait until the server has accepted them, and measure what they cost."""
+    if not isinstance(net, Namespaces):
+        raise PointFailed("idle connections are held from the client namespace of the one-host topology")
+    topo = net.topo
     extra = addresses_needed(count, per_address) - 1
     server_before, kernel_before = runner.server_usage().rss_kib, procfs.kernel_socket_kib()
     started = time.monotonic()
@@ -310,22 +314,15 @@ def hold_idle(runner: Runner, topo: Topology, port: int, count: int, per_holder:
     return idle
 
 
-def free_port(topo: Topology) -> int:
-    """A port nothing listens on at the server address (a fresh one per start: no TIME_WAIT clashes)."""
-    with ns.inside(topo.server_ns), socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-        probe.bind((topo.server_addr, 0))
-        return probe.getsockname()[1]
-
-
-def start_verified(runner: Runner, topo: Topology, config: SweepConfig, point: Point,
+def start_verified(runner: Runner, net: Network, config: SweepConfig, point: Point,
                    profiled: bool = False) -> int:
     """Start the point's server and check its answers; its port, or PointFailed saying why it is unusable."""
-    port = free_port(topo)
-    runner.start_server(point.server, topo.server_addr, port, profiled, server_workers(point, open_file_limit()))
-    problem = verify.wait_until_answering(topo, port, runner.server_exit_code, config.ready_timeout_s)
+    port = net.free_port()
+    runner.start_server(point.server, net.server_addr, port, profiled, server_workers(point, open_file_limit()))
+    problem = verify.wait_until_answering(net, port, runner.server_exit_code, config.ready_timeout_s)
     if problem is None:
         try:
-            if found := verify.problems(topo, port, point.workload):
+            if found := verify.problems(net, port, point.workload):
                 problem = "verification failed: " + "; ".join(found)
         except (OSError, http.client.HTTPException) as error:
             problem = f"verification failed: {error!r}"
@@ -341,44 +338,87 @@ def with_server_log(runner: Runner, reason: str) -> str:
     return f"{reason} (server output: {log})" if log else reason
 
 
-def run_wrk(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int,
-            duration_s: int) -> WrkRun:
-    """One bounded wrk run that both sides survived, else PointFailed."""
-    args = wrk.command(wrk.url(topo.server_addr, port, point.workload.path), point.workload,
-                       point.connections, duration_s, config.wrk_threads, config.wrk_timeout_s)
-    run = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
+@dataclass(frozen=True)
+class ClientRun:
+    """One wrk's part of a point: where it ran, its CPU, its report, the machine's load meanwhile."""
+
+    engine: str | None  # the client engine; None on one host
+    cpu_s: float
+    report: wrk.WrkReport
+    host_busy_s: float | None = None  # WrkRun's: None where not measured
+    engine_cpu_s: float | None = None
+
+
+def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
+            duration_s: int) -> list[ClientRun]:
+    """One bounded wrk run per client (started together) that every side survived, else PointFailed."""
+    # A point's connections are the server's: several clients share them evenly (the CLI checks they divide).
+    clients = max(len(config.client_engines), 1)
+    args = wrk.command(wrk.url(net.server_addr, port, point.workload.path), point.workload,
+                       point.connections // clients, duration_s, config.wrk_threads, config.wrk_timeout_s,
+                       histogram=clients > 1)  # several runs merge through their histograms
+    runs = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
     if (code := runner.server_exit_code()) is not None:
         raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))
-    if run.returncode != 0:
-        raise PointFailed(f"wrk exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
-    return run
+    clients = []
+    for run in runs:
+        where = f" on {run.engine}" if run.engine else ""
+        if run.returncode != 0:
+            raise PointFailed(f"wrk{where} exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
+        try:
+            clients.append(ClientRun(run.engine, run.cpu_s, wrk.parse(run.stdout), run.host_busy_s,
+                                     run.engine_cpu_s))
+        except ValueError as error:
+            raise PointFailed(f"wrk{where}: {error}") from None
+    return clients
 
 
-def measure(runner: Runner, topo: Topology, config: SweepConfig, point: Point, port: int) -> Record:
+def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
+            wrk_dir: Path | None = None) -> Record:
     started_at = now()
     # The server's figures bracket the run; the machine's load is the runner's, sampled around wrk alone.
-    server_before, veth_before = runner.server_usage(), counters(topo)
-    run = run_wrk(runner, topo, config, point, port, config.duration_s)
-    veth_after, server_after = counters(topo), runner.server_usage()
-    try:
-        report = wrk.parse(run.stdout)
-    except ValueError as error:
-        raise PointFailed(str(error)) from None
-    if report.requests == 0:
-        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: {report.errors}")
-    veth = {key: veth_after[key] - veth_before[key] for key in veth_before}
-    return to_record(point, started_at, report, server_before, server_after, run, veth, len(config.server_cpus))
+    server_before, veth_before = runner.server_usage(), net.counters()
+    clients = run_wrk(runner, net, config, point, port, config.duration_s)
+    veth_after, server_after = net.counters(), runner.server_usage()
+    if wrk_dir is not None and len(clients) > 1:
+        keep_reports(wrk_dir, point, clients)
+    if sum(client.report.requests for client in clients) == 0:
+        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: "
+                          f"{wrk.merge([client.report for client in clients]).errors}")
+    veth = veth_before and {key: veth_after[key] - veth_before[key] for key in veth_before}
+    return to_record(point, started_at, clients, server_before, server_after, veth, len(config.server_cpus))
 
 
-def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: ServerUsage,
-              after: ServerUsage, run: WrkRun, veth: dict[str, int], server_cpu_count: int) -> Record:
-    """Derive every metric of one measured run (pure)."""
-    client_cpu_s = run.cpu_s
+def keep_reports(wrk_dir: Path, point: Point, clients: list[ClientRun]) -> None:
+    """Each client's report (with its latency histogram) behind a merged point: the merge can be redone."""
+    wrk_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{point.workload.name}-{point.server}-c{point.connections}-r{point.repeat}"
+    for index, client in enumerate(clients, 1):
+        (wrk_dir / f"{stem}-client{index}.json").write_text(
+            json.dumps({"engine": client.engine, **asdict(client.report)}) + "\n")
+
+
+def to_record(point: Point, started_at: str, clients: list[ClientRun], before: ServerUsage,
+              after: ServerUsage, veth: dict[str, int] | None, server_cpu_count: int) -> Record:
+    """Derive every metric of one measured run (pure); several clients' runs count as one, merged exactly."""
+    report = wrk.merge([client.report for client in clients])
+    # The machine's load: measured by the one-host runners only (other machines' is not this host's).
+    host_busy_s, engine_cpu_s = (clients[0].host_busy_s, clients[0].engine_cpu_s) if len(clients) == 1 else (None,) * 2
     duration_s = report.duration_us / 1e6
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
     server_share = (user_s + sys_s) / duration_s / server_cpu_count  # 1.0: every pinned CPU busy
-    client_share = client_cpu_s / duration_s
+
+    def bound(client_share: float) -> bool:
+        return client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE
+
+    client_cpu_s = sum(client.cpu_s for client in clients)
+    client_share = max(client.cpu_s for client in clients) / duration_s  # the busiest wrk's (each has one CPU)
+    per_client = [asdict(ClientFigures(
+        client.engine, client.report.requests, client.report.bytes, sum(client.report.errors.values()),
+        client.report.latency_us["p50"], client.report.latency_us["p99"], client.cpu_s,
+        client.cpu_s / (client.report.duration_us / 1e6), bound(client.cpu_s / (client.report.duration_us / 1e6))))
+        for client in clients] if len(clients) > 1 else None
     per_request_us = 1e6 / report.requests
     latency = report.latency_us
     return Record(
@@ -391,13 +431,15 @@ def to_record(point: Point, started_at: str, report: wrk.WrkReport, before: Serv
         cpu_us_per_request=(user_s + sys_s) * per_request_us,
         cpu_user_us_per_request=user_s * per_request_us, cpu_sys_us_per_request=sys_s * per_request_us,
         server_peak_rss_kib=after.peak_rss_kib, server_processes=after.processes,
-        client_cpu_s=client_cpu_s, client_cpu_share=client_share,
-        client_bound=client_share >= SATURATED_CPU_SHARE and server_share < SATURATED_CPU_SHARE,
+        client_cpu_s=client_cpu_s, client_cpu_share=client_share, client_bound=bound(client_share),
+        clients=per_client,
         # The container engine's work while wrk ran (running wrk as an exec): the runner's own cost, apart.
-        engine_cpu_share=run.engine_cpu_s / duration_s,
+        engine_cpu_share=None if engine_cpu_s is None else engine_cpu_s / duration_s,
         # Whatever else ran on the machine meanwhile (other jobs, bench itself): noise in the figures.
-        other_cpu_share=max(run.host_busy_s - user_s - sys_s - client_cpu_s - run.engine_cpu_s, 0) / duration_s,
-        **{f"veth_{key}": value for key, value in veth.items()},
-        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if report.bytes else None,
-        veth_consistent=veth["tx_bytes"] >= report.bytes > 0,
+        other_cpu_share=(None if host_busy_s is None or engine_cpu_s is None
+                         else max(host_busy_s - user_s - sys_s - client_cpu_s - engine_cpu_s, 0) / duration_s),
+        # The server's interface (the veth's end, or the server host's): None when not measured.
+        **{f"veth_{key}": value for key, value in (veth or {}).items()},
+        veth_tx_per_wrk_byte=veth["tx_bytes"] / report.bytes if veth and report.bytes else None,
+        veth_consistent=veth["tx_bytes"] >= report.bytes > 0 if veth else None,
     )

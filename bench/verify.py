@@ -1,6 +1,7 @@
 """Before a server is benchmarked: wait until it answers, then check that it answers right.
 
-Requests go from the client namespace over the veth pair, like wrk's.
+Requests go the way wrk's do (bench.network): from the client namespace over the veth pair, or from a
+client engine's container to the server machine.
 """
 
 from __future__ import annotations
@@ -8,38 +9,15 @@ from __future__ import annotations
 import http.client
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bench.config import Workload
-from netns import ns
-from netns.config import Topology
+from bench.network import Network, Response
 
 HELLO = b"Hello, World!"
 REQUEST_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    version: int  # 11 for HTTP/1.1
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-
-def fetch(topo: Topology, port: int, path: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Response:
-    with ns.inside(topo.client_ns):  # the socket is created (and stays) in sk-client
-        connection = http.client.HTTPConnection(topo.server_addr, port, timeout=timeout_s)
-        try:
-            connection.request("GET", path)
-            response = connection.getresponse()
-            body = response.read()
-        finally:
-            connection.close()
-    headers = {name.lower(): value for name, value in response.getheaders()}
-    return Response(response.status, response.version, headers, body)
-
-
-def wait_until_answering(topo: Topology, port: int, exit_code: Callable[[], int | None],
+def wait_until_answering(net: Network, port: int, exit_code: Callable[[], int | None],
                          timeout_s: float) -> str | None:
     """None once GET / gets any answer; else why not (the server exited, or the deadline passed)."""
     deadline = time.monotonic() + timeout_s
@@ -47,7 +25,7 @@ def wait_until_answering(topo: Topology, port: int, exit_code: Callable[[], int 
         if (code := exit_code()) is not None:
             return f"server exited with code {code} before answering"
         try:
-            fetch(topo, port, "/", timeout_s=1.0)
+            net.fetch(port, "/", 1.0)
             return None
         except (OSError, http.client.HTTPException) as error:
             if time.monotonic() > deadline:
@@ -55,11 +33,12 @@ def wait_until_answering(topo: Topology, port: int, exit_code: Callable[[], int 
         time.sleep(0.1)
 
 
-def problems(topo: Topology, port: int, workload: Workload) -> list[str]:
+def problems(net: Network, port: int, workload: Workload) -> list[str]:
     """What is wrong with the server's answers to / and to the workload's path (empty: all right)."""
-    found = _check(fetch(topo, port, "/"), "/", expected_body=HELLO, content_type="text/plain")
+    found = _check(net.fetch(port, "/", REQUEST_TIMEOUT_S), "/", expected_body=HELLO, content_type="text/plain")
     if workload.path != "/":
-        found += _check(fetch(topo, port, workload.path), workload.path, expected_length=workload.body_size)
+        found += _check(net.fetch(port, workload.path, REQUEST_TIMEOUT_S), workload.path,
+                        expected_length=workload.body_size)
     return found
 
 

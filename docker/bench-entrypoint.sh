@@ -11,6 +11,9 @@
 #   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
 #   BENCH_RUNNER       docker (default) | process: servers and wrk as processes in this container
+#   BENCH_SERVER_ENGINE   Docker engine of the servers (URL or context), e.g. tcp://10.0.0.1:2375
+#   BENCH_CLIENT_ENGINES  engines running wrk, e.g. "tcp://10.0.0.2:2375 tcp://10.0.0.3:2375"
+#   BENCH_SERVER_ADDR     the server host's address the servers listen on and wrk loads
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
 # `docker compose run --rm bench gil [options]` runs the gil experiment instead
 # (python3 -m bench gil; it needs swissknife-ft:latest: docker/build.sh --free-threaded).
@@ -35,5 +38,11 @@ args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 # shellcheck disable=SC2206
 [ -z "${BENCH_WORKLOADS:-}" ] || args+=(--workloads ${BENCH_WORKLOADS//,/ })
 [ -z "${BENCH_FLAMEGRAPHS:-}" ] || args+=(--flamegraphs)
+[ -z "${BENCH_SERVER_ENGINE:-}" ] || args+=(--server-engine "$BENCH_SERVER_ENGINE")
+# shellcheck disable=SC2086
+for engine in ${BENCH_CLIENT_ENGINES//,/ }; do
+    args+=(--client-engine "$engine")
+done
+[ -z "${BENCH_SERVER_ADDR:-}" ] || args+=(--server-addr "$BENCH_SERVER_ADDR")
 
 exec python3 -m bench "${args[@]}" "$@"

@@ -19,6 +19,7 @@ from bench import procfs
 from bench.config import WORKLOADS, SweepConfig
 from bench.errors import BenchError
 from bench.lifecycle import check_topology
+from bench.network import Namespaces
 from bench.results import Record, schema
 from bench.runners import ProcessRunner
 from bench.sweep import run_sweep
@@ -240,7 +241,7 @@ def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():
     records: list[Record] = []
     runner = WrongServerRunner(Topology(), server_cpus=(0,), client_cpu=1)
     started = time.monotonic()
-    run_sweep(config, runner, Topology(), records.append)
+    run_sweep(config, runner, Namespaces(Topology()), records.append)
     assert time.monotonic() - started < 5  # no wrk run
     assert [r.status for r in records] == ["failed", "failed"]
     failure = records[0].failure
@@ -265,7 +266,8 @@ def test_pipelining_and_churn_change_what_crosses_the_veth():
                          workloads=(WORKLOADS["plaintext"], WORKLOADS["pipeline-16"], WORKLOADS["churn"]),
                          connections=(8,), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
-    run_sweep(config, ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1), Topology(), records.append)
+    run_sweep(config, ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1), Namespaces(Topology()),
+              records.append)
     assert [r.status for r in records] == ["ok"] * 3, [r.failure for r in records]
     plain, pipelined, churn = (r.veth_rx_packets / r.requests for r in records)
     # 16 requests per write: far fewer client packets per request than one request per write (≈ 1/8 here:

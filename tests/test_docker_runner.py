@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.errors import PointFailed  # noqa: E402
+from bench.network import Namespaces  # noqa: E402
 from bench.runners.docker import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
-from bench.sweep import free_port  # noqa: E402
 from netns.config import Topology  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
     topo = Topology()
     runner = DockerRunner(topo, server_cpus=(0,), client_cpu=1)
     runner.check()
-    port = free_port(topo)
+    port = Namespaces(topo).free_port()
     try:
         runner.start_server("nginx", topo.server_addr, port)
         (server,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "server"})
@@ -114,7 +114,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         assert capabilities(server, "1") & (SYS_ADMIN | SYSLOG) == 0
         assert capabilities(server, "self") & (SYS_ADMIN | SYSLOG) == SYS_ADMIN | SYSLOG
         before = runner.server_usage()
-        runs = [runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)
+        runs = [runner.run_wrk(["wrk", "-c4", "-d1s", f"http://[{topo.server_addr}]:{port}/"], timeout_s=10)[0]
                 for _ in range(2)]
         after = runner.server_usage()
         for run in runs:
@@ -127,7 +127,7 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         # Both runs were execs in one wrk container, whose wrk ran without SYS_ADMIN.
         (wrk,) = ours(**{RUN_LABEL: runner.run_id, ROLE_LABEL: "wrk"})
         assert wrk.attrs["HostConfig"]["CpusetCpus"] == "1"
-        run = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
+        [run] = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
         assert int(run.stdout.split()[1], 16) & SYS_ADMIN == 0, run.stdout
         # A hung wrk: killed at the deadline, its container removed.
         started = time.monotonic()

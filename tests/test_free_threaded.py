@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import verify, wrk  # noqa: E402
 from bench.config import WORKLOADS  # noqa: E402
+from bench.network import Namespaces  # noqa: E402
 from bench.runners.docker import DockerRunner  # noqa: E402
-from bench.sweep import free_port  # noqa: E402
 from netns.config import Topology  # noqa: E402
 from tests.test_docker_runner import CLIENT, netns_setup  # noqa: E402
 
@@ -49,9 +49,10 @@ def started(python: str, kind: str, cpus: tuple[int, ...]) -> tuple[DockerRunner
     topo = Topology()
     runner = DockerRunner(topo, server_cpus=cpus, client_cpu=1, python=python)
     runner.check()
-    port = free_port(topo)
+    net = Namespaces(topo)
+    port = net.free_port()
     runner.start_server(kind, topo.server_addr, port)
-    problem = verify.wait_until_answering(topo, port, runner.server_exit_code, 20)
+    problem = verify.wait_until_answering(net, port, runner.server_exit_code, 20)
     assert problem is None, f"{problem}: {runner.server_log()}"
     return runner, port
 

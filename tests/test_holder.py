@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench import verify
+from bench.network import Namespaces
 from bench.runners import ProcessRunner
-from bench.sweep import free_port, hold_idle
+from bench.sweep import hold_idle
 from netns import ns
 from netns.config import Topology
 
@@ -124,13 +125,14 @@ def extra_addresses() -> list[str]:
 def test_past_one_holder_and_one_address_several_of_each_hold_them_all_and_the_server_counts_every_one() -> None:
     """300 connections with room for 100 per holder and 200 per source address: 3 holders, 2 addresses."""
     topo = Topology()
+    net = Namespaces(topo)
     runner = ProcessRunner(topo, server_cpus=(0,), client_cpu=1)
-    port = free_port(topo)
+    port = net.free_port()
     try:
         runner.start_server("epoll", topo.server_addr, port)
-        assert verify.wait_until_answering(topo, port, runner.server_exit_code, 10) is None
+        assert verify.wait_until_answering(net, port, runner.server_exit_code, 10) is None
         (server_pid,) = runner.server_pids()
-        idle = hold_idle(runner, topo, port, 300, per_holder=100, per_address=200)
+        idle = hold_idle(runner, net, port, 300, per_holder=100, per_address=200)
         try:
             figures = idle.figures
             assert (figures["idle_held"], figures["idle_on_server"]) == (300, 300)

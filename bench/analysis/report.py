@@ -65,12 +65,19 @@ def environment_lines(run: Run) -> list[str]:
     shared = " (shared with wrk)" if client_cpu in server_cpus else ""
     plural = "s" if len(server_cpus) > 1 else ""
     pins = f"server on CPU{plural} {cpu_list(server_cpus)}{shared}, wrk on CPU {client_cpu}"
+    engines = env.get("engines", [])
+    if engines:
+        pins = f"server on CPU{plural} {cpu_list(server_cpus)} of its engine, each wrk on CPU {client_cpu} of its own"
     rows = {
         "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
         "pinning": pins, "Python": env["python"], "pyroute2": env["pyroute2"],
         **env["tools"], "open-file limit": env["open_file_limit"]["soft"],
         **{f"client {key}": value for key, value in env.get("client_sysctls", {}).items()},
         "runner": env["runner"], "git commit": env["git_commit"],
+        # The same engine may run two of the wrk: numbered rows.
+        **{f"engine {i} ({e['role']})": f"`{e['engine']}`: host {e['host_name']}, daemon {e['daemon_id']}, "
+           f"kernel {e['kernel']}, {e['cpus']} CPUs, Docker {e['docker']}" for i, e in enumerate(engines, 1)},
+        **({"traffic counters": env["traffic"]} if "traffic" in env else {}),
     }
     if server_python := env.get("server_python"):  # absent from runs made before it was recorded
         gil = "enabled" if server_python["gil_enabled"] else "disabled"

@@ -16,6 +16,7 @@ from typing import Protocol
 from bench import procfs
 from bench.config import REFERENCE_SERVER
 from bench.errors import BenchError
+from bench.network import Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +73,10 @@ class WrkRun:
     cpu_s: float  # wrk's own user + sys CPU time
     # The machine while wrk ran (sampled just before it started and just after it ended, so the
     # runner's own set-up and clean-up are outside): every CPU's busy time, and the container
-    # engine's CPU (dockerd, containerd, shims, runc) without wrk's.
-    host_busy_s: float
-    engine_cpu_s: float
+    # engine's CPU (dockerd, containerd, shims, runc) without wrk's. None: not measured (other machines).
+    host_busy_s: float | None
+    engine_cpu_s: float | None
+    engine: str | None = None  # the client engine it ran on (several machines); None on one host
 
 
 class LoadWindow:
@@ -132,8 +134,15 @@ class Runner(Protocol):
     def profile(self, duration_s: float, out_dir: Path, name: str) -> ProfileResult:
         """Sample the running server (started profiled) for `duration_s`: out_dir/name.svg and name.folded."""
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
-        """Run wrk in the client namespace, pinned; raise PointFailed if it outlives timeout_s."""
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
+        """Run wrk in the client namespace (or on each client engine, all started together), pinned;
+        raise PointFailed if it outlives timeout_s."""
+
+    def network(self) -> Network:
+        """How the sweep reaches the servers this runner starts (after check())."""
+
+    def engines(self) -> list[dict]:
+        """The Docker engines of every role, when they are several machines' (engines.Engine.describe); else []."""
 
     def stop(self) -> None:
         """Kill everything this runner started (interrupts, errors)."""

@@ -23,6 +23,14 @@ those of a bench still running are left alone.
 No host path is bind-mounted except /run/netns: nginx's files are copied into
 the server container, so bench works the same on the host and inside the
 compose `bench` container.
+
+Over several machines (engines.Roles: bench --server-engine/--client-engine)
+the server's containers run on the server engine and one long-lived wrk
+container on each client engine, all in their host's network (no namespaces,
+no /run/netns mount; setpriv alone drops the capabilities). A point's wrk runs
+are created first and then started together, one thread per engine. A probe
+container on the server engine and the first wrk container answer the sweep's
+network questions (bench.network.Machines).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import sys
 import tarfile
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +57,7 @@ import docker
 from bench import procfs
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
+from bench.network import Machines, Namespaces, Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 from bench.runners.base import (
     FT_BUILD,
@@ -66,6 +75,7 @@ from bench.runners.base import (
     resolve_python,
     server_command,
 )
+from bench.runners.engines import Roles
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
@@ -92,6 +102,7 @@ IO_URING_KIND = "io-uring"
 IO_URING_SECCOMP_ENGINE = 25
 PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
 CGROUP_CPU_LINE = "swissknife-cgroup-cpu "  # docker/cgroup-cpu.sh's last line on stderr
+DROPPED_CAPS = "-sys_admin,-syslog"  # what docker/in-netns.sh drops; over several machines setpriv alone does
 
 
 @dataclass(frozen=True)
@@ -106,23 +117,31 @@ class DockerRunner:
     name = "docker"
 
     def __init__(self, topo: Topology, server_cpus: tuple[int, ...], client_cpu: int,
-                 python: str = "python3") -> None:
+                 python: str = "python3", roles: Roles | None = None) -> None:
         self.topo = topo
         self.server_cpus = server_cpus
         self.client_cpu = client_cpu
+        self.roles = roles  # None: this host's engine and its namespaces
         self.python = resolve_python(python)  # the servers' interpreter, a path inside the image
         # The named interpreters live in the free-threaded image, a superset of the default one.
         self.needs_ft_image = self.python in NAMED_PYTHONS.values()
         self.image_name = (os.environ.get(FT_IMAGE_ENV, FT_IMAGE) if self.needs_ft_image
                            else os.environ.get(IMAGE_ENV, DEFAULT_IMAGE))
         self.run_id = uuid.uuid4().hex[:12]
-        try:
-            # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
-            self._client = docker.from_env(timeout=None)
-        except DockerException as error:
-            raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") from None
+        if roles is None:
+            try:
+                # No read timeout: a wrk exec sends nothing until wrk ends; run_wrk sets its own deadline.
+                self._client = docker.from_env(timeout=None)
+            except DockerException as error:
+                raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") \
+                    from None
+            self._clients = [(None, self._client)]
+        else:
+            self._client = roles.server.client
+            self._clients = [(engine.spec, engine.client) for engine in roles.clients]
         self._server: Container | None = None
-        self._wrk: Container | None = None  # created at the first wrk run, removed by stop()
+        self._wrks: dict[int, Container] = {}  # per client: created at its first wrk run, removed by stop()
+        self._probe: Container | None = None  # on the server engine, for the network's questions (several machines)
         self._support: PythonSupport | None = None  # how the running server shows Python to perf; None: not profiled
 
     def check(self) -> None:
@@ -132,30 +151,35 @@ class DockerRunner:
             build = f"--server-python {self.python} runs in it; build it: {FT_BUILD}" if self.needs_ft_image \
                 else "build it: sudo docker/build.sh"
             raise BenchError(f"image {self.image_name} not found; {build}") from None
-        self._remove_leftovers()
-        if not procfs.engine_cpu():
+        for client in self._engines():
+            self._remove_leftovers(client)
+        if self.roles is None and not procfs.engine_cpu():
             print(f"bench: warning: no container engine process (dockerd, containerd) in {procfs.host_proc()}: "
                   f"its CPU will count as other load; in a container, mount the host's /proc and name it in "
                   f"{procfs.HOST_PROC_ENV}", file=sys.stderr)
         self.server_python()
 
-    def _remove_leftovers(self) -> None:
+    def _engines(self) -> list[docker.DockerClient]:
+        """Every engine once (a client engine may be named twice, or be the server's)."""
+        return list({id(client): client for client in [self._client, *(c for _, c in self._clients)]}.values())
+
+    def _remove_leftovers(self, client: docker.DockerClient) -> None:
         """Remove the containers a crashed or killed bench left behind; a live bench's stay (and disturb us)."""
-        for container in self._client.containers.list(all=True, filters={"label": ROLE_LABEL}):
+        for container in client.containers.list(all=True, filters={"label": ROLE_LABEL}):
             labels = container.labels
             what = f"{labels[ROLE_LABEL]} container {container.short_id} of run {labels.get(RUN_LABEL, '?')}"
-            if self._owner_alive(labels.get(OWNER_LABEL, "")):
+            if self._owner_alive(client, labels.get(OWNER_LABEL, "")):
                 print(f"bench: warning: another bench is running ({what}); both runs' figures suffer",
                       file=sys.stderr)
                 continue
             print(f"bench: removing leftover {what}", file=sys.stderr)
             _remove(container)
 
-    def _owner_alive(self, owner: str) -> bool:
+    def _owner_alive(self, client: docker.DockerClient, owner: str) -> bool:
         kind, _, ident = owner.partition(":")
         if kind == "container":
             try:
-                return self._client.containers.get(ident).status == "running"
+                return client.containers.get(ident).status == "running"
             except NotFound:
                 return False
         if kind == "process":
@@ -202,18 +226,23 @@ class DockerRunner:
         # and compose would take ours for its `bench` service (`up` aborts when one exits).
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
-    def _create(self, role: str, cpus: Sequence[int], command: Sequence[str], caps: list[str],
-                security_opt: Sequence[str] = ()) -> Container:
-        """A container of ours running `command`, pinned to `cpus`, not yet started."""
+    def _create(self, role: str, cpus: Sequence[int] | None, command: Sequence[str], caps: list[str],
+                client: docker.DockerClient | None = None, security_opt: Sequence[str] = ()) -> Container:
+        """A container of ours on `client` (default: the server's engine) running `command`, pinned to `cpus`
+        (None: unpinned), not yet started."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
-        return self._client.containers.create(
+        # The namespaces are this host's: other machines' containers need no /run/netns.
+        mounts = [] if self.roles else [Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")]
+        return (client or self._client).containers.create(
             self._image.id, list(command), labels=self._labels(role), network_mode="host",
-            cpuset_cpus=cpu_list(cpus), cap_add=caps, security_opt=[*SECURITY_OPT, *security_opt], **LIMITS[role],
-            mounts=[Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")],
-            ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
+            cpuset_cpus=cpu_list(cpus) if cpus else None, cap_add=caps, security_opt=[*SECURITY_OPT, *security_opt],
+            **LIMITS[role], mounts=mounts, ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
 
     def _in_netns(self, namespace: str, command: Sequence[str]) -> list[str]:
+        """`command` in `namespace`, without the capabilities; over several machines in the host's network."""
+        if self.roles:
+            return ["setpriv", f"--bounding-set={DROPPED_CAPS}", f"--inh-caps={DROPPED_CAPS}", "--", *command]
         return [f"{self._project}/docker/in-netns.sh", namespace, *command]
 
     @cached_property
@@ -232,7 +261,7 @@ class DockerRunner:
         python_args = self._support.args if self._support else ()
         command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args, workers)
         self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
-                                    SERVER_CAPS, self.server_security(kind))
+                                    SERVER_CAPS, security_opt=self.server_security(kind))
         self._server.start()
 
     def server_exit_code(self) -> int | None:
@@ -312,46 +341,91 @@ class DockerRunner:
             archive.extractall(out_dir, filter="data")
         return out_dir / Path(path).name
 
-    def _wrk_container(self) -> Container:
-        """The sweep's wrk container: idle, pinned to the client CPU; every wrk run is an exec in it."""
-        if self._wrk is None:
-            self._wrk = self._create("wrk", (self.client_cpu,), ["sleep", "infinity"], WRK_CAPS)
-            self._wrk.start()
-        return self._wrk
+    def _wrk_container(self, index: int) -> Container:
+        """Client `index`'s wrk container: idle, pinned to the client CPU (of its machine); each wrk run is an
+        exec in it."""
+        if index not in self._wrks:
+            _, client = self._clients[index]
+            container = self._create("wrk", (self.client_cpu,), ["sleep", "infinity"], [] if self.roles else WRK_CAPS,
+                                     client)
+            container.start()
+            self._wrks[index] = container
+        return self._wrks[index]
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
-        container = self._wrk_container()
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
         # wrk's script is the image's copy of the project's.
         command = self._in_netns(self.topo.client_ns, [f"{self._project}/docker/cgroup-cpu.sh",
                                  *(arg.replace(str(REPO_ROOT), self._project) for arg in args)])
-        api = self._client.api
-        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
-        pool = ThreadPoolExecutor(max_workers=1)
+        # Every client's exec created first, then all started at once: the runs overlap as fully as they can.
+        execs = []
+        for index, (_, client) in enumerate(self._clients):
+            container = self._wrk_container(index)
+            execs.append((client.api, client.api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]))
+        pool = ThreadPoolExecutor(max_workers=len(execs))
         try:
             with LoadWindow() as load:
-                output = pool.submit(api.exec_start, exec_id, demux=True).result(timeout=timeout_s)
-                # The exit code is known once the shim has reaped the exec: its CPU is in the shim's figures.
-                returncode = api.exec_inspect(exec_id)["ExitCode"]
+                started = [pool.submit(api.exec_start, exec_id, demux=True) for api, exec_id in execs]
+                if wait(started, timeout=timeout_s).not_done:
+                    raise TimeoutError
+                outputs = [future.result() for future in started]
+                # An exit code is known once the shim has reaped the exec: its CPU is in the shim's figures.
+                returncodes = [api.exec_inspect(exec_id)["ExitCode"] for api, exec_id in execs]
         except TimeoutError:
-            self._remove_wrk()  # kills the hung wrk, which ends the exec's stream; the next run makes a new one
+            self._remove_wrks()  # kills the hung wrk, which ends the exec's stream; the next run makes a new one
             raise PointFailed(f"wrk still running {timeout_s:.0f} s after start; killed") from None
         finally:
             pool.shutdown()
-        stdout, stderr = (part.decode(errors="replace") if part else "" for part in output)
-        stderr, cpu_s = _cgroup_cpu(stderr)
-        # The shim reaps the exec, so the engine's figures hold wrk's CPU too: take it out.
-        return WrkRun(stdout, stderr, returncode, cpu_s, load.host_busy_s, max(load.engine_cpu_s - cpu_s, 0.0))
+        runs = []
+        for (engine, _), output, returncode in zip(self._clients, outputs, returncodes, strict=True):
+            stdout, stderr = (part.decode(errors="replace") if part else "" for part in output)
+            stderr, cpu_s = _cgroup_cpu(stderr)
+            if self.roles:  # other machines: this host's load says nothing of theirs
+                runs.append(WrkRun(stdout, stderr, returncode, cpu_s, None, None, engine))
+            else:  # the shim reaps the exec, so the engine's figures hold wrk's CPU too: take it out
+                runs.append(WrkRun(stdout, stderr, returncode, cpu_s, load.host_busy_s,
+                                   max(load.engine_cpu_s - cpu_s, 0.0)))
+        return runs
 
-    def _remove_wrk(self) -> None:
-        if self._wrk is not None:
-            _remove(self._wrk)
-            self._wrk = None
+    def _remove_wrks(self) -> None:
+        for container in self._wrks.values():
+            _remove(container)
+        self._wrks = {}
+
+    def _probe_container(self) -> Container:
+        """An idle container on the server engine (its host network) for the network's questions."""
+        if self._probe is None:
+            self._probe = self._create("probe", None, ["sleep", "infinity"], [])
+            self._probe.start()
+        return self._probe
+
+    @staticmethod
+    def _network_command(container: Container, args: Sequence[str]) -> str:
+        """python3 -m bench.network ARGS in `container`: its stdout."""
+        result = container.exec_run(["python3", "-m", "bench.network", *args], demux=True)
+        stdout, stderr = (part.decode(errors="replace") if part else "" for part in result.output)
+        if result.exit_code != 0:
+            raise PointFailed(f"python3 -m bench.network {' '.join(args)} failed: {stderr.strip()[-300:]}")
+        return stdout
+
+    def network(self) -> Network:
+        if self.roles is None:
+            return Namespaces(self.topo)
+        return Machines(self.roles.server_addr,
+                        on_server=lambda args: self._network_command(self._probe_container(), args),
+                        on_client=lambda args: self._network_command(self._wrk_container(0), args))
+
+    def engines(self) -> list[dict]:
+        return self.roles.describe() if self.roles else []
 
     def stop(self) -> None:
         self.stop_server()
-        self._remove_wrk()
-        for container in self._client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
-            _remove(container)
+        self._remove_wrks()
+        if self._probe is not None:
+            _remove(self._probe)
+            self._probe = None
+        for client in self._engines():
+            for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+                _remove(container)
 
 
 def _cgroup_cpu(stderr: str) -> tuple[str, float]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench import procfs
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
+from bench.network import Namespaces, Network
 from bench.profiling import (
     ProfileResult,
     PythonSupport,
@@ -160,7 +161,7 @@ class ProcessRunner:
             raise BenchError("profile() needs a server started with profiled=True")
         return profile_server(self.server_pids(), duration_s, out_dir, name, self._support, self.perf)
 
-    def run_wrk(self, args: Sequence[str], timeout_s: float) -> WrkRun:
+    def run_wrk(self, args: Sequence[str], timeout_s: float) -> list[WrkRun]:
         # Files, not pipes: nobody reads while we wait, and a full pipe would stall wrk.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             with LoadWindow() as load:
@@ -174,8 +175,14 @@ class ProcessRunner:
                     self._wrk = None
             out.seek(0)
             err.seek(0)
-            return WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                          returncode, cpu_s, load.host_busy_s, load.engine_cpu_s)
+            return [WrkRun(out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                           returncode, cpu_s, load.host_busy_s, load.engine_cpu_s)]
+
+    def network(self) -> Network:
+        return Namespaces(self.topo)
+
+    def engines(self) -> list[dict]:
+        return []
 
     def stop(self) -> None:
         if self._wrk is not None:

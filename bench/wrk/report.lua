@@ -1,6 +1,12 @@
 -- wrk script of the testbed: optional pipelining and `Connection: close`, and
 -- one JSON line from done() with everything bench records (latencies in µs).
---   wrk ... -s report.lua URL -- DEPTH keep-alive|close
+--   [SWISSKNIFE_WRK_HISTOGRAM=1] wrk ... -s report.lua URL -- DEPTH keep-alive|close
+-- With SWISSKNIFE_WRK_HISTOGRAM=1 the line also holds wrk's latency histogram,
+-- so that several wrk runs can be merged exactly (bench/wrk.py merge). An
+-- environment variable, not an argument: init(args) runs in the threads' Lua
+-- states, done() in the main one, which never sees the arguments.
+
+local with_histogram = os.getenv("SWISSKNIFE_WRK_HISTOGRAM") == "1"
 
 function init(args)
   local depth = tonumber(args[1]) or 1
@@ -24,6 +30,19 @@ local function latency_json(value)
   return string.format("%.1f", value)
 end
 
+-- Every latency wrk recorded as [value µs, count] pairs, lowest first: wrk's
+-- `latency(i)` gives the i-th non-empty bucket's value and count (#latency of
+-- them). Each call scans the buckets from the minimum, which is why it is
+-- asked for only when runs are merged.
+local function histogram_json(latency)
+  local buckets = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    buckets[i] = string.format("[%d,%d]", value, count)
+  end
+  return ',"histogram":[' .. table.concat(buckets, ",") .. "]"
+end
+
 function done(summary, latency, requests)
   local figures = {}
   for _, name in ipairs({"mean", "stdev", "max"}) do
@@ -36,7 +55,7 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     '{"requests":%d,"duration_us":%d,"bytes":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"latency_us":{%s}}\n',
-    summary.requests, summary.duration, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout, table.concat(figures, ",")))
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"latency_us":{%s}%s}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    table.concat(figures, ","), with_histogram and histogram_json(latency) or ""))
 end

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bench import nginx, wrk
 from bench.config import WORKLOADS, SweepConfig, plan, workload
-from bench.runners.base import ServerUsage, WrkRun, server_command
-from bench.sweep import HostLimits, server_workers, to_record, unsupported
+from bench.runners.base import ServerUsage, server_command
+from bench.sweep import ClientRun, HostLimits, server_workers, to_record, unsupported
 
 LIMITS = HostLimits(open_files=20_000, threads=30_000, threads_because="kernel.pid_max = 32,768")
 
@@ -21,11 +22,13 @@ BEFORE = ServerUsage(cpu_user_s=10.0, cpu_sys_s=5.0, peak_rss_kib=20_000, proces
 VETH = {"rx_bytes": 1_000_000, "tx_bytes": 3_500_000, "rx_packets": 20_000, "tx_packets": 20_000}
 
 
+POINT = plan(SweepConfig("test", ("epoll",), (WORKLOADS["plaintext"],), (32,), 2, 1, 1))[0]
+
+
 def record(after: ServerUsage, client_cpu_s: float, host_busy_s: float, server_cpus: int = 1, veth=VETH,
            engine_cpu_s: float = 0.0):
-    point = plan(SweepConfig("test", ("epoll",), (WORKLOADS["plaintext"],), (32,), 2, 1, 1))[0]
-    run = WrkRun("", "", 0, client_cpu_s, host_busy_s, engine_cpu_s)
-    return to_record(point, "now", REPORT, BEFORE, after, run, veth, server_cpus)
+    return to_record(POINT, "now", [ClientRun(None, client_cpu_s, REPORT, host_busy_s, engine_cpu_s)], BEFORE,
+                     after, veth, server_cpus)
 
 
 def test_every_metric_is_derived_from_the_raw_figures():
@@ -66,6 +69,23 @@ def test_the_engine_s_cpu_is_its_own_figure_and_not_other_load():
 def test_fewer_bytes_on_the_veth_than_wrk_read_is_inconsistent():
     r = record(ServerUsage(10.6, 5.4, 1, 1, 1), 1.0, 2.1, veth=VETH | {"tx_bytes": 100})
     assert not r.veth_consistent
+
+
+def test_several_clients_count_as_one_merged_run_and_each_keeps_its_own_figures():
+    data = Path(__file__).with_name("data") / "wrk"
+    reports = [wrk.parse((data / f"epoll-c{c}.out").read_text()) for c in (8, 64)]
+    clients = [ClientRun("unix:///a.sock", 0.4, reports[0]), ClientRun("ssh://b", 1.95, reports[1])]
+    # Other machines: no host load, no interface counters.
+    r = to_record(POINT, "now", clients, BEFORE, ServerUsage(10.6, 5.4, 1, 1, 1), None, 1)
+    merged = wrk.merge(reports)
+    assert (r.requests, r.bytes, r.latency_p99_us) == (merged.requests, merged.bytes, merged.latency_us["p99"])
+    assert r.requests == 10440 + 71552 and r.client_cpu_s == pytest.approx(2.35)
+    assert [(c["engine"], c["requests"], c["latency_p99_us"], c["client_bound"]) for c in r.clients] == [
+        ("unix:///a.sock", 10440, 7980.0, False), ("ssh://b", 71552, 8931.0, True)]
+    assert r.client_bound  # one wrk's core set the pace
+    assert r.other_cpu_share is None and not r.disturbed
+    assert (r.veth_tx_bytes, r.veth_consistent, r.veth_tx_per_wrk_byte) == (None, None, None)
+    assert record(ServerUsage(10.6, 5.4, 1, 1, 1), 1.0, 2.1).clients is None  # one wrk: its figures are the record's
 
 
 def test_plan_runs_one_server_at_a_time_and_idle_workloads_use_their_fixed_active_set():

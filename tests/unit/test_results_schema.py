@@ -26,23 +26,28 @@ def test_the_reference_run_is_valid_in_the_current_schema():
     assert upgraded(document) == document  # the current schema is left alone
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_older_schemas_still_load(tmp_path, version):
-    """Schema 1 had one server_cpu, schema 2 called the preset `profile`, schema 3 had no engine_cpu_share:
-    all load, plot and compare."""
+    """Schema 1 had one server_cpu, schema 2 called the preset `profile`, schema 3 had no engine_cpu_share,
+    schema 4 no engines and no per-client figures: all load, plot and compare."""
     document = current()
-    config = dict(document["config"])
+    engines = ("server_engine", "client_engines", "server_addr")
+    config = {key: value for key, value in document["config"].items() if key not in engines}
     if version < 3:
         config["profile"] = config.pop("preset")
     if version == 1:
         config["server_cpu"] = config.pop("server_cpus")[0]
-    records = [{key: value for key, value in r.items() if key != "engine_cpu_share"} for r in document["records"]]
+    dropped = {"clients"} if version == 4 else {"clients", "engine_cpu_share"}
+    records = [{key: value for key, value in r.items() if key not in dropped} for r in document["records"]]
     (tmp_path / "results.json").write_text(json.dumps({**document, "schema_version": version, "config": config,
                                                        "records": records}))
     run = load(tmp_path)
     assert run.config["server_cpus"] == document["config"]["server_cpus"]
     assert run.config["preset"] == document["config"]["preset"] and run.schema_version == SCHEMA_VERSION
-    assert {r.engine_cpu_share for r in run.records} == {None}
+    assert (run.config["server_engine"], run.config["client_engines"]) == (None, [])
+    assert all(record.clients is None for record in run.records) and len(run.records) == len(records)
+    if version < 4:
+        assert {r.engine_cpu_share for r in run.records} == {None}
 
 
 def test_a_file_that_does_not_match_says_where(tmp_path):
