@@ -22,6 +22,7 @@ from bench.profiling import ProfileResult, PythonSupport, SyscallCount
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 5.0
 LOG_TAIL_CHARS = 500
+SERVER_TIMEOUT_S = 3600  # the Python servers' header and idle timeouts in a sweep (nginx's: bench/nginx.py)
 NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
 
 # --server-python names for the two interpreters of swissknife-ft:latest (docker/Dockerfile.ft): built
@@ -155,7 +156,9 @@ def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
     (bench.nginx), which then becomes nginx."""
     if kind == REFERENCE_SERVER:
         return [python, "-m", "bench.nginx", str(scratch), host, str(port), str(workers or 1)]
-    command = [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port)]
+    command = [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port),
+               # Outlast a (server, workload) group: the idle connections are held across all its points.
+               "--header-timeout", str(SERVER_TIMEOUT_S), "--idle-timeout", str(SERVER_TIMEOUT_S)]
     return command + ["--workers", str(workers)] if workers else command
 
 

@@ -143,6 +143,9 @@ def test_multi_process_servers_get_as_many_workers_as_the_connections_need():
     assert workers("reuseport", 100_000, open_files=1_000_000) is None
     assert server_command("reuseport", "::1", 80, None, "python3", (), 7)[-2:] == ["--workers", "7"]
     assert "--workers" not in server_command("epoll", "::1", 80, None, "python3")
+    # The servers' timeouts (nginx's defaults: 60 s, 75 s) outlast a sweep's group of points, idle ones included.
+    epoll = server_command("epoll", "::1", 80, None, "python3")
+    assert epoll[epoll.index("--header-timeout") + 1] == epoll[epoll.index("--idle-timeout") + 1] == "3600"
 
 
 def test_nginx_gets_a_listener_per_worker_when_it_has_several(tmp_path):
