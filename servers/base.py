@@ -170,13 +170,17 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self._unsent) or bool(self._pieces)
 
-    def extend(self, responses: list[Response]) -> None:
+    def extend(self, responses: Iterable[Response]) -> None:
         for response in responses:
             self._pieces.append(response.head)
             if response.bulk > COALESCE_LIMIT:
                 self._pieces.append(response.bulk)
             elif response.bulk:
                 self._pieces.append(BULK[: response.bulk])
+
+    def put(self, wire: bytes) -> None:
+        """Queue bytes to write after everything queued before."""
+        self._pieces.append(wire)
 
     def next_chunk(self) -> bytes | memoryview:
         """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
@@ -263,7 +267,20 @@ class Peer(Connection):
         if not data:
             self.eof = True
             return False
-        self.outbox.extend(self.http.feed(data))
+        if self.outbox or (response := self.http.answer(data)) is None:
+            self.outbox.extend(self.http.feed(data))
+        elif response.bulk:
+            self.outbox.extend((response,))
+        else:  # the fast path: one send, straight from the read; only what it leaves is queued
+            try:
+                sent = self.sock.send(response.head)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.broken = True
+                return True
+            if sent < len(response.head):
+                self.outbox.put(response.head[sent:])
         return True
 
     def flush(self) -> bool:

@@ -172,31 +172,29 @@ def render(reply: Reply, date: bytes, connection_header: bytes, head_only: bool)
     return head if head_only else head + reply.body
 
 
-class DateCache:
+class DateCache(threading.local):
     """The Date header, formatted at most once a second, with the prebuilt replies rendered for it.
 
-    Shared by threads: a second's state is one tuple, swapped whole.
+    One per thread (a threading.local): threads never share its dictionary, which on free-threaded CPython
+    would be a lock every request takes.
     """
 
     def __init__(self) -> None:
-        self._state: tuple[int, bytes, dict] = (-1, b"", {})
-
-    def _current(self) -> tuple[int, bytes, dict]:
-        second = int(time.time())
-        state = self._state
-        if state[0] != second:
-            date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode()
-            state = self._state = (second, date, {})
-        return state
+        self._second = -1
+        self._date = b""
+        self._prebuilt: dict[tuple[Reply, bytes, bool], bytes] = {}
 
     def render(self, reply: Reply, connection_header: bytes, head_only: bool) -> bytes:
-        _, date, prebuilt = self._current()
+        second = int(time.time())
+        if second != self._second:
+            self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode()
+            self._second, self._prebuilt = second, {}
         if not reply.prebuilt:
-            return render(reply, date, connection_header, head_only)
+            return render(reply, self._date, connection_header, head_only)
         key = (reply, connection_header, head_only)
-        wire = prebuilt.get(key)
+        wire = self._prebuilt.get(key)
         if wire is None:
-            wire = prebuilt[key] = render(reply, date, connection_header, head_only)
+            wire = self._prebuilt[key] = render(reply, self._date, connection_header, head_only)
         return wire
 
 
@@ -270,6 +268,8 @@ class HttpConnection:
         """Take the next bytes of the stream; return the next batch of answers (see the module's docstring)."""
         if self.closing:
             return []
+        if not self._buffer and (response := self.answer(data)) is not None:
+            return [response]
         self._buffer += data
         self.paused = False
         responses: list[Response] = []
@@ -290,12 +290,45 @@ class HttpConnection:
                 if reply.slow or size >= MAX_BATCH_BYTES or len(responses) >= MAX_BATCH:
                     self.paused = not self.closing and bool(self._buffer)
                     break
-        except HttpError as error:
-            responses.append(self._refuse(error.status))
         except Exception as error:
-            FAILURES.report("a request failed, so its connection was answered 500 and closed", error)
-            responses.append(self._refuse(500))
+            responses.append(self._fail(error))
         return responses
+
+    def answer(self, data: bytes) -> Response | None:
+        """The fast path: the answer to `data` when it is the whole of one request without a body, nothing
+        buffered before it; None when it is anything else, `data` not taken: feed(data) then.
+
+        One request per read is what a kept-alive client sends; it skips the buffer, the batch and the
+        search for further requests. Every refusal is left to feed, which finds it again.
+        """
+        end = len(data) - 4
+        if self._waiting is not None or self._buffer or self.closing or end > MAX_REQUEST_LINE:
+            return None
+        data = bytes(data)  # a memoryview's copy (io-uring's); bytes as they are
+        if data.find(b"\r\n\r\n") != end or data.startswith(b"\r\n"):
+            return None
+        lines = data[:end].split(b"\r\n")
+        if data.count(b"\n") - 2 >= len(lines):  # an LF that is not part of a CRLF
+            return None
+        try:
+            request = self._parse_fields(lines)
+        except HttpError:
+            return None
+        if self._body_left:  # its body is still to come
+            self._body_left = 0
+            return None
+        self.requests += 1
+        try:
+            return self._respond(request, self._app(request))
+        except Exception as error:
+            return self._fail(error)
+
+    def _fail(self, error: Exception) -> Response:
+        """The answer to a request that failed (4xx for a malformed one, else 500), which closes the connection."""
+        if isinstance(error, HttpError):
+            return self._refuse(error.status)
+        FAILURES.report("a request failed, so its connection was answered 500 and closed", error)
+        return self._refuse(500)
 
     def _refuse(self, status: int) -> Response:
         self.closing = True
