@@ -39,8 +39,9 @@ args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 [ -z "${BENCH_WORKLOADS:-}" ] || args+=(--workloads ${BENCH_WORKLOADS//,/ })
 [ -z "${BENCH_FLAMEGRAPHS:-}" ] || args+=(--flamegraphs)
 [ -z "${BENCH_SERVER_ENGINE:-}" ] || args+=(--server-engine "$BENCH_SERVER_ENGINE")
+client_engines=${BENCH_CLIENT_ENGINES:-}
 # shellcheck disable=SC2086
-for engine in ${BENCH_CLIENT_ENGINES//,/ }; do
+for engine in ${client_engines//,/ }; do
     args+=(--client-engine "$engine")
 done
 [ -z "${BENCH_SERVER_ADDR:-}" ] || args+=(--server-addr "$BENCH_SERVER_ADDR")

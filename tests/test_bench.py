@@ -84,7 +84,7 @@ def test_smoke_sweep_writes_every_output(smoke_run):
     assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
     report = (smoke_run / "report.md").read_text()
     assert "**plaintext**: " in report and "had the highest throughput" in report
-    for name in ("epoll", "blocking", "nginx", "plots/plaintext-requests.png"):
+    for name in ("epoll", "blocking", "floor", "nginx", "plots/plaintext-requests.png"):
         assert name in report
 
 
@@ -95,13 +95,13 @@ def test_results_match_schema_and_csv(smoke_run):
     assert document["environment"]["tools"]["nginx"].startswith("nginx/")
     assert document["environment"]["client_sysctls"]["net.ipv4.tcp_tw_reuse"] == "1"
     rows = list(csv.DictReader((smoke_run / "results.csv").open()))
-    assert len(rows) == len(document["records"]) == 3 * 2 * 2  # servers x connections x repeats
+    assert len(rows) == len(document["records"]) == 4 * 2 * 2  # servers (2 + the references) x connections x repeats
     assert list(rows[0]) == [f.name for f in fields(Record)]
 
 
 def test_every_point_is_measured_and_crossed_the_veth(smoke_run):
     records = json.loads((smoke_run / "results.json").read_text())["records"]
-    assert {r["server"] for r in records} == {"epoll", "blocking", "nginx"}
+    assert {r["server"] for r in records} == {"epoll", "blocking", "floor", "nginx"}
     for r in records:
         point = f"{r['server']}@{r['connections']}#{r['repeat']}"
         assert r["status"] == "ok", point
@@ -149,12 +149,13 @@ def test_killed_server_fails_its_point_and_the_sweep_goes_on(tmp_path):
     epoll = [r for r in document["records"] if r["server"] == "epoll"]
     assert epoll[0]["status"] == "failed" and "exited with code -9" in epoll[0]["failure"]
     assert all(r["status"] == "ok" and r["requests"] > 0 for r in epoll[1:])  # restarted
-    assert len(document["records"]) == 2 * 2 * 2
+    assert len(document["records"]) == 3 * 2 * 2  # epoll and the references x connections x repeats
 
 
 def test_a_holder_failing_at_start_fails_its_points_and_the_sweep_finishes_with_its_report(tmp_path):
     """Under a 1,024 open-file limit a holder refuses 1,500 connections: that server start fails, not the sweep.
-    (epoll, one process, cannot hold them under that limit either: its points are unsupported, not run.)"""
+    (epoll and the floor, one process each, cannot hold them under that limit either: their points are
+    unsupported, not run.)"""
     out = tmp_path / "run"
     sweep = subprocess.Popen(["prlimit", "--nofile=1024:1024", sys.executable, "-m", "bench", "--servers", "epoll",
                               "--workloads", "idle-1500", "plaintext", "--connections", "4", "--duration", "1",
@@ -165,9 +166,9 @@ def test_a_holder_failing_at_start_fails_its_points_and_the_sweep_finishes_with_
     document = json.loads((out / "results.json").read_text())
     assert document["status"] == "complete" and (out / "report.md").exists()
     by_workload = {w: [r for r in document["records"] if r["workload"] == w] for w in ("idle-1500", "plaintext")}
-    assert len(by_workload["idle-1500"]) == 2 * 2 and len(by_workload["plaintext"]) == 2 * 2
+    assert len(by_workload["idle-1500"]) == 3 * 2 and len(by_workload["plaintext"]) == 3 * 2
     for record in by_workload["idle-1500"]:
-        if record["server"] == "epoll":
+        if record["server"] in ("epoll", "floor"):
             assert record["status"] == "unsupported" and "one process may open 1,024 files" in record["failure"]
             continue
         assert record["status"] == "failed", record

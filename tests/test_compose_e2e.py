@@ -80,7 +80,8 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
         # read by bench inside its container, through setns into sk-client
         assert document["environment"]["client_sysctls"]["net.ipv4.ip_local_port_range"] == "1024 65535"
         records = document["records"]
-        assert [(r["server"], r["status"]) for r in records] == [("epoll", "ok"), ("nginx", "ok")]
+        assert [(r["server"], r["status"]) for r in records] == [
+            ("epoll", "ok"), ("floor", "ok"), ("nginx", "ok")]
         assert all(r["requests"] > 0 for r in records)
         assert veth_after["tx_bytes"] - veth_before["tx_bytes"] >= sum(r["bytes"] for r in records) > 0
         (started,) = runs.values()  # 2 servers; their 4 wrk runs (warm-up + measured each) are execs in 1
@@ -178,5 +179,6 @@ def test_the_readme_benchmark_command_runs_as_written_from_no_topology(tmp_path)
     (run,) = tmp_path.iterdir()
     document = json.loads((run / "results.json").read_text())
     assert document["status"] == "complete" and document["environment"]["runner"] == "docker"
-    assert [(r["server"], r["status"]) for r in document["records"]] == [("epoll", "ok"), ("nginx", "ok")]
+    assert [(r["server"], r["status"]) for r in document["records"]] == [
+        ("epoll", "ok"), ("floor", "ok"), ("nginx", "ok")]
     assert compose("down").returncode == 0

@@ -184,7 +184,8 @@ def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(t
     assert environment["image"]["tools"]["wrk"] == environment["tools"]["wrk"]
     records = document["records"]
     assert [(r["server"], r["connections"], r["status"]) for r in records] == [
-        ("epoll", 4, "ok"), ("epoll", 32, "ok"), ("nginx", 4, "ok"), ("nginx", 32, "ok")]
+        ("epoll", 4, "ok"), ("epoll", 32, "ok"), ("floor", 4, "ok"), ("floor", 32, "ok"), ("nginx", 4, "ok"),
+        ("nginx", 32, "ok")]
     for record in records:
         assert record["requests"] > 0 and record["cpu_us_per_request"] > 0, record
         assert record["veth_consistent"] and record["veth_tx_bytes"] >= record["bytes"], record
@@ -193,10 +194,10 @@ def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(t
     assert "container engine CPU while wrk ran" in (tmp_path / "report.md").read_text()
 
     # One server container per server kind (reused across its points); one wrk
-    # container for the sweep: its 8 wrk runs (2 servers x 2 counts x (warm-up + run)) are execs in it.
+    # container for the sweep: its 12 wrk runs (3 servers x 2 counts x (warm-up + run)) are execs in it.
     assert len(runs) == 1, runs  # only this sweep's run
     (ran,) = runs.values()
-    assert (ran["server"], ran["wrk"]) == (2, 1), runs
+    assert (ran["server"], ran["wrk"]) == (3, 1), runs
     assert ours() == []
 
 

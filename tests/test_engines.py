@@ -129,7 +129,7 @@ def sweep(tmp_path: Path, *clients: str) -> tuple[dict, Path, dict[str, int], li
 def test_one_client_engine_runs_every_point_across_the_pair(engine, tmp_path):
     run, _, crossed, first, second = sweep(tmp_path, engine.url)
     records = run["records"]
-    assert len(records) == 6 and [r["status"] for r in records] == ["ok"] * 6, [r["failure"] for r in records]
+    assert len(records) == 8 and [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
     # Servers on the first daemon, wrk on the second, and nothing of either role the other way round.
     assert "server" in first and "wrk" not in first
     assert "wrk" in second and "server" not in second
@@ -151,7 +151,7 @@ def merged_percentile(histograms: list[list[list[int]]], p: float) -> int:
 def test_two_client_engines_start_together_and_merge_exactly(engine, tmp_path):
     run, out, crossed, _, second = sweep(tmp_path, engine.url, engine.url)  # the second daemon, twice
     records = run["records"]
-    assert [r["status"] for r in records] == ["ok"] * 6, [r["failure"] for r in records]
+    assert [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
     assert second.count("wrk") >= 2  # one wrk container per client engine
     for r in records:
         stem = f"{r['workload']}-{r['server']}-c{r['connections']}-r{r['repeat']}"

@@ -84,7 +84,7 @@ def test_folded_stacks_parse_and_shares_sum_to_100(profile_run) -> None:
 def test_results_carry_syscalls_per_request_and_the_interpreter(profile_run, server_python) -> None:
     _, document = profile_run
     jsonschema.validate(document, schema())
-    assert {r["server"] for r in document["records"]} == {*PROFILED, "nginx"}
+    assert {r["server"] for r in document["records"]} == {*PROFILED, "floor", "nginx"}
     assert all(r["status"] == "ok" and r["connections"] == 64 for r in document["records"])
     for server, profile in profiles(document).items():
         assert profile["syscalls_per_request"] > 0, (server, profile["syscalls_message"])
