@@ -197,8 +197,8 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     code, output = finish(sweep, timeout=30)
     assert code == 128 + signum, output
     alive = {pid for pid in seen if (found := procfs.stat_or_none(pid)) and found.state != "Z"}
-    in_our_sessions = [e for e in filter(str.isdigit, os.listdir("/proc"))
-                       if (found := procfs.stat_or_none(int(e))) and found.session in sessions]
+    in_our_sessions = [e for e in filter(str.isdigit, os.listdir("/proc"))  # zombies hold nothing: not counted
+                       if (found := procfs.stat_or_none(int(e))) and found.session in sessions and found.state != "Z"]
     assert not alive and not in_our_sessions, (alive, in_our_sessions)
     document = json.loads((out / "results.json").read_text())
     jsonschema.validate(document, schema())
