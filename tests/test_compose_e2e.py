@@ -84,8 +84,8 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
             ("epoll", "ok"), ("floor", "ok"), ("nginx", "ok")]
         assert all(r["requests"] > 0 for r in records)
         assert veth_after["tx_bytes"] - veth_before["tx_bytes"] >= sum(r["bytes"] for r in records) > 0
-        (started,) = runs.values()  # 2 servers; their 4 wrk runs (warm-up + measured each) are execs in 1
-        assert (started["server"], started["wrk"]) == (2, 1), runs
+        (started,) = runs.values()  # 3 servers; their 6 wrk runs (warm-up + measured each) are execs in 1
+        assert (started["server"], started["wrk"]) == (3, 1), runs
 
         assert compose("down").returncode == 0
         netns_setup("down")
