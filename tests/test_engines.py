@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -26,27 +25,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from engine_pair import HOST_ADDR, HOST_IF, SecondEngine, second_engine, veth_counters  # noqa: E402
 
+# This host's daemon and the root/daemon skips, as the runner's tests have them; FIRST is how users name it.
+from test_docker_runner import CLIENT, pytestmark  # noqa: E402, F401
+
 from bench.runners.engines import connect, ship_image  # noqa: E402
 
 FIRST = "unix:///var/run/docker.sock"
 IMAGE = "swissknife:latest"
-
-
-def first_daemon() -> docker.DockerClient | Exception:
-    try:
-        client = docker.DockerClient(base_url=FIRST)
-        client.ping()
-        return client
-    except Exception as error:  # whatever stops us reaching the daemon means "skip"
-        return error
-
-
-CLIENT = first_daemon()
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="a second dockerd and its namespace need root"),
-    pytest.mark.skipif(not isinstance(CLIENT, docker.DockerClient),
-                       reason=f"no Docker daemon answers ({CLIENT}); start one: sudo docker/install-engine.sh"),
-]
 
 
 @pytest.fixture(scope="module")
