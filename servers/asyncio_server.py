@@ -32,7 +32,7 @@ class HttpProtocol(Connection, asyncio.Protocol):
         self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self.outbox.extend(self.http.feed(data))
+        self.outbox.queue(self.http.feed(data))
         self._write()
 
     def eof_received(self) -> bool:
@@ -57,7 +57,7 @@ class HttpProtocol(Connection, asyncio.Protocol):
             if self.outbox:
                 self.transport.write(self.outbox.next_chunk())
             elif self.http.paused:
-                self.outbox.extend(self.http.feed(b""))
+                self.outbox.queue(self.http.feed(b""))
             else:
                 break
         if self.outbox or self.http.paused:

@@ -159,55 +159,55 @@ def open_listener(settings: Settings, reuse_port: bool = False) -> socket.socket
     return listener
 
 
-class Outbox:
-    """Answers waiting to be written, in order; bulk bodies stay slices of the shared BULK buffer."""
+class Outbox(deque):
+    """Answers waiting to be written, in order: wire bytes, or an int for that many bytes of the shared BULK
+    buffer, so bulk bodies stay slices of it. A deque, so `if outbox` costs no Python call on the hot path.
+    """
+
+    __slots__ = ("bytes_taken",)
 
     def __init__(self) -> None:
-        self._pieces: deque[bytes | memoryview | int] = deque()  # an int: that many bytes of BULK
-        self._unsent = memoryview(b"")  # the rest of a chunk a send took only part of
-        self.chunks_taken = 0  # progress, for the timeouts
+        super().__init__()
+        self.bytes_taken = 0  # handed to the kernel (or a transport) so far: progress, for the timeouts
 
-    def __bool__(self) -> bool:
-        return bool(self._unsent) or bool(self._pieces)
-
-    def extend(self, responses: Iterable[Response]) -> None:
+    def queue(self, responses: Iterable[Response]) -> None:
         for response in responses:
-            self._pieces.append(response.head)
+            self.append(response.head)
             if response.bulk > COALESCE_LIMIT:
-                self._pieces.append(response.bulk)
+                self.append(response.bulk)
             elif response.bulk:
-                self._pieces.append(BULK[: response.bulk])
-
-    def put(self, wire: bytes) -> None:
-        """Queue bytes to write after everything queued before."""
-        self._pieces.append(wire)
+                self.append(BULK[: response.bulk])
 
     def next_chunk(self) -> bytes | memoryview:
         """Take the next chunk to write: a slice of BULK, or every small piece queued before it, joined."""
-        self.chunks_taken += 1
-        pieces = self._pieces
-        if isinstance(pieces[0], int):
-            remaining = pieces.popleft()
+        if isinstance(self[0], int):
+            remaining = self.popleft()
             if remaining > BULK_CHUNK:
-                pieces.appendleft(remaining - BULK_CHUNK)
-            return BULK[: min(remaining, BULK_CHUNK)]
-        small = [pieces.popleft()]
-        while pieces and not isinstance(pieces[0], int):
-            small.append(pieces.popleft())
-        return small[0] if len(small) == 1 else b"".join(small)
+                self.appendleft(remaining - BULK_CHUNK)
+            chunk = BULK[: min(remaining, BULK_CHUNK)]
+        else:
+            small = [self.popleft()]
+            while self and not isinstance(self[0], int):
+                small.append(self.popleft())
+            chunk = small[0] if len(small) == 1 else b"".join(small)
+        self.bytes_taken += len(chunk)
+        return chunk
 
     def send(self, sock: socket.socket) -> bool:
-        """Write until done or the socket would block (partial writes kept); True when all is written."""
-        while True:
-            if not self._unsent:
-                if not self._pieces:
-                    return True
-                self._unsent = memoryview(self.next_chunk())
+        """Write until done or the socket would block (what a send leaves is put back first); True when all is
+        written."""
+        while self:
+            chunk = self.next_chunk()
             try:
-                sent = sock.send(self._unsent)
+                sent = sock.send(chunk)
             except BlockingIOError:
-                return False
-            self._unsent = self._unsent[sent:]
+                sent = 0
+            if sent < len(chunk):
+                self.appendleft(memoryview(chunk)[sent:])
+                self.bytes_taken -= len(chunk) - sent
+                if not sent:
+                    return False
+        return True
 
 
 class Connection:
@@ -229,7 +229,7 @@ class Connection:
         Progress is noticed by the check, not where it happens: the hot path reads no clock.
         """
         waiting = self.waiting_for_request()
-        progress = (self.http.requests, self.outbox.chunks_taken, waiting)
+        progress = (self.http.requests, self.outbox.bytes_taken, waiting)
         if progress != self._progress:
             self._progress, self._progress_at = progress, now
             return False
@@ -268,9 +268,9 @@ class Peer(Connection):
             self.eof = True
             return False
         if self.outbox or (response := self.http.answer(data)) is None:
-            self.outbox.extend(self.http.feed(data))
+            self.outbox.queue(self.http.feed(data))
         elif response.bulk:
-            self.outbox.extend((response,))
+            self.outbox.queue((response,))
         else:  # the fast path: one send, straight from the read; only what it leaves is queued
             try:
                 sent = self.sock.send(response.head)
@@ -280,7 +280,7 @@ class Peer(Connection):
                 self.broken = True
                 return True
             if sent < len(response.head):
-                self.outbox.put(response.head[sent:])
+                self.outbox.append(response.head[sent:])
         return True
 
     def flush(self) -> bool:
@@ -293,7 +293,7 @@ class Peer(Connection):
             while self.outbox.send(self.sock):
                 if not self.http.paused:
                     return True
-                self.outbox.extend(self.http.feed(b""))
+                self.outbox.queue(self.http.feed(b""))
             return False
         except OSError:
             self.broken = True
@@ -505,7 +505,7 @@ class EventLoopServer(Server):
         except Exception as error:
             FAILURES.report("serving a connection failed, so it was closed", error)
             peer.broken = True
-        if peer.finished:
+        if peer.broken or (not peer.outbox and (peer.eof or peer.http.closing)):  # peer.finished, inline
             self.drop(peer)
         else:
             self.rearm(peer)
@@ -514,10 +514,11 @@ class EventLoopServer(Server):
         """Read once if readable, then write: level-triggered, so whatever is left is reported again."""
         if events & READABLE:
             peer.receive()
-        peer.flush()
+        if peer.outbox or peer.http.paused:  # the fast path usually wrote everything already
+            peer.flush()
 
     def rearm(self, peer: Peer) -> None:
-        if (interest := peer.interest()) != peer.registered:
+        if (interest := WRITE if peer.outbox else READ) != peer.registered:  # peer.interest(), inline
             self.modify(peer.fd, interest)
             peer.registered = interest
 

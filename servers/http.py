@@ -70,6 +70,13 @@ BULK = memoryview(b"x" * BULK_CHUNK)
 SUPPORTED_METHODS = frozenset({b"GET", b"HEAD", b"POST"})
 TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 VERSION = re.compile(rb"HTTP/[0-9](\.[0-9])?")
+# A whole request the fast path takes without the field parser: method, target, version and up to
+# MAX_HEADER_FIELDS fields, CRLF only, none of the fields that change how it is answered.
+SIMPLE_REQUEST = re.compile(
+    rb"(GET|HEAD|POST) (/[^ ?\r\n]*)(?:\?[^ \r\n]*)? HTTP/1\.([01])"
+    rb"(?:\r\n(?!(?i:connection|content-length|transfer-encoding):)" + TOKEN.pattern + rb":[^\r\n]*)"
+    rb"{0,%d}\r\n\r\n" % MAX_HEADER_FIELDS
+)
 REASONS = {
     200: b"OK",
     400: b"Bad Request",
@@ -88,7 +95,7 @@ KEEP_ALIVE_1_0 = b"Connection: keep-alive\r\n"
 CLOSE = b"Connection: close\r\n"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     method: bytes
     path: bytes  # the target without its query
@@ -96,7 +103,7 @@ class Request:
     connection_header: bytes  # the Connection line the answer must carry
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class Reply:
     """What a handler answers; the core turns it into wire bytes."""
 
@@ -107,7 +114,7 @@ class Reply:
     slow: bool = False  # the handler blocked or burnt CPU: its answer ends the batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     """Wire bytes of one answer: `head` (status, headers, small body), then `bulk` bytes of BULK."""
 
@@ -255,6 +262,8 @@ class HttpConnection:
         self._scanned = 0  # buffer bytes already searched for the end of the head
         self._waiting: Request | None = None  # parsed, its body still arriving
         self._body_left = 0
+        self._repeated: bytes | None = None  # the last request the fast path took, and its parse
+        self._repeated_request: Request | None = None
         self.requests = 0  # heads parsed so far: progress, for the timeouts
         self.paused = False  # a batch ended with requests still buffered: feed(b"") once it is written
         self.closing = False  # an answer that closes the connection was produced
@@ -299,12 +308,33 @@ class HttpConnection:
         buffered before it; None when it is anything else, `data` not taken: feed(data) then.
 
         One request per read is what a kept-alive client sends; it skips the buffer, the batch and the
-        search for further requests. Every refusal is left to feed, which finds it again.
+        search for further requests, and a request that repeats the last one taken here byte for byte
+        reuses its parse (a parse is a function of the bytes alone). Every refusal is left to feed, which
+        finds it again.
         """
-        end = len(data) - 4
-        if self._waiting is not None or self._buffer or self.closing or end > MAX_REQUEST_LINE:
+        if self._buffer or self.closing or self._waiting is not None or len(data) > MAX_REQUEST_LINE + 4:
             return None
         data = bytes(data)  # a memoryview's copy (io-uring's); bytes as they are
+        if data == self._repeated:
+            request = self._repeated_request
+        elif (request := self._parse_whole(data)) is None:
+            return None
+        else:
+            self._repeated, self._repeated_request = data, request
+        self.requests += 1
+        try:
+            return self._respond(request, self._app(request))
+        except Exception as error:
+            return self._fail(error)
+
+    def _parse_whole(self, data: bytes) -> Request | None:
+        """`data` parsed as one whole request without a body; None if it is not one, or is refused."""
+        if (simple := SIMPLE_REQUEST.fullmatch(data)) is not None:
+            method, path, minor = simple.groups()
+            keep_alive = minor == b"1"
+            return Request(method, path, keep_alive, KEEP_ALIVE_1_1 if keep_alive else CLOSE)
+        # Fields that take parsing (Connection, Content-Length, Transfer-Encoding), or a refusal.
+        end = len(data) - 4
         if data.find(b"\r\n\r\n") != end or data.startswith(b"\r\n"):
             return None
         lines = data[:end].split(b"\r\n")
@@ -317,11 +347,7 @@ class HttpConnection:
         if self._body_left:  # its body is still to come
             self._body_left = 0
             return None
-        self.requests += 1
-        try:
-            return self._respond(request, self._app(request))
-        except Exception as error:
-            return self._fail(error)
+        return request
 
     def _fail(self, error: Exception) -> Response:
         """The answer to a request that failed (4xx for a malformed one, else 500), which closes the connection."""

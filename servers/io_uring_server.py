@@ -142,7 +142,7 @@ class IoUringServer(Server):
         """A connection's recv or send completed with `result`: take its bytes, then its next step."""
         if op == RECV:
             if result > 0:
-                peer.outbox.extend(peer.http.feed(memoryview(self.inbox[peer.fd])[:result]))
+                peer.outbox.queue(peer.http.feed(memoryview(self.inbox[peer.fd])[:result]))
             elif result == 0:
                 peer.eof = True
             else:
@@ -153,7 +153,7 @@ class IoUringServer(Server):
             self.send(peer, self.unsent[peer.fd][result:])  # partial: the rest again
             return
         elif not peer.outbox and peer.http.paused:  # a batch written: the core's next one
-            peer.outbox.extend(peer.http.feed(b""))
+            peer.outbox.queue(peer.http.feed(b""))
         self.next_step(peer)
 
     def tick(self) -> None:

@@ -128,3 +128,21 @@ def test_the_plaintext_answer_is_prebuilt_and_its_date_refreshed_each_second() -
     while int(time.time()) == second_now:
         time.sleep(0.01)
     assert header(HttpConnection().feed(HELLO_REQUEST)[0], b"date") != header(first, b"date")
+
+
+def test_a_repeated_request_reuses_its_parse_but_is_routed_and_counted_each_time() -> None:
+    seen: list[Request] = []
+
+    def recording_app(request: Request) -> Reply:
+        seen.append(request)
+        return Reply(200, request.path)
+
+    connection = HttpConnection(app=recording_app)
+    for _ in range(3):
+        assert status(connection.feed(b"GET /a?x HTTP/1.1\r\nHost: test\r\n\r\n")[0]) == 200
+    assert seen[0] is seen[1] is seen[2] and seen[0].path == b"/a" and connection.requests == 3
+    # A different request after it is parsed anew, refusals included; the connection state still rules.
+    assert connection.feed(b"HEAD /b HTTP/1.1\r\nHost: test\r\n\r\n")[0].head.endswith(b"\r\n\r\n")
+    assert seen[-1].path == b"/b" and seen[-1].method == b"HEAD"
+    assert status(connection.feed(b"GET /a?x HTTP/1.1\r\nHost : test\r\n\r\n")[0]) == 400
+    assert connection.closing and connection.feed(b"GET /a?x HTTP/1.1\r\nHost: test\r\n\r\n") == []
