@@ -32,7 +32,8 @@ class HttpProtocol(Connection, asyncio.Protocol):
         self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self.outbox.queue(self.http.feed(data))
+        if (wire := self.take(data)) is not None:
+            self.transport.write(wire)  # the fast path: nothing was queued before it
         self._write()
 
     def eof_received(self) -> bool:

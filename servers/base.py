@@ -219,6 +219,17 @@ class Connection:
         self._progress: tuple[int, int, bool] | None = None
         self._progress_at = 0.0
 
+    def take(self, data: bytes) -> bytes | None:
+        """Hand the bytes read to the HTTP core; the wire bytes to send at once when the fast path answered
+        them whole with nothing queued before (and no bulk body), else None with every answer queued."""
+        if self.outbox or (response := self.http.answer(data)) is None:
+            self.outbox.queue(self.http.feed(data))
+        elif response.bulk:
+            self.outbox.queue((response,))
+        else:
+            return response.head
+        return None
+
     def waiting_for_request(self) -> bool:
         """Whether the header timeout applies: a request (a new connection's first, or one begun) is awaited."""
         return not self.outbox and (self.http.requests == 0 or self.http.pending)
@@ -255,33 +266,29 @@ class Peer(Connection):
         """Write while output is pending, else read: a client that does not read its answers is not read from."""
         return WRITE if self.outbox else READ
 
-    def receive(self) -> bool:
-        """Read once and queue the answers; False when nothing came (would block, end of stream, error)."""
+    def receive(self) -> int:
+        """Read once and queue the answers; how many bytes came (0: would block, end of stream, error)."""
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
-            return False
+            return 0
         except OSError:
             self.broken = True
-            return False
+            return 0
         if not data:
             self.eof = True
-            return False
-        if self.outbox or (response := self.http.answer(data)) is None:
-            self.outbox.queue(self.http.feed(data))
-        elif response.bulk:
-            self.outbox.queue((response,))
-        else:  # the fast path: one send, straight from the read; only what it leaves is queued
+            return 0
+        if (wire := self.take(data)) is not None:  # the fast path: one send, straight from the read
             try:
-                sent = self.sock.send(response.head)
+                sent = self.sock.send(wire)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self.broken = True
-                return True
-            if sent < len(response.head):
-                self.outbox.append(response.head[sent:])
-        return True
+                return len(data)
+            if sent < len(wire):
+                self.outbox.append(wire[sent:])  # only what the send left is queued
+        return len(data)
 
     def flush(self) -> bool:
         """Write until the socket would block, taking the core's next batch whenever one is written.

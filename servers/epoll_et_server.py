@@ -2,7 +2,7 @@
 
 from select import EPOLLET
 
-from servers.base import READ, WRITE, Peer
+from servers.base import READ, RECV_SIZE, WRITE, Peer
 from servers.epoll_server import EpollServer
 
 
@@ -11,9 +11,14 @@ class EpollEdgeServer(EpollServer):
         self.register(peer.fd, READ | WRITE | EPOLLET)
 
     def exchange(self, peer: Peer, events: int) -> None:
-        # An edge is reported once: keep writing and reading until the socket would block.
-        while peer.flush() and not peer.finished and peer.receive():
-            pass
+        # An edge is reported once: keep writing and reading until the socket would block. A read shorter
+        # than its buffer has emptied the socket, and new bytes bring a new edge (epoll(7), as nginx reads):
+        # it needs no second read to see EAGAIN.
+        while peer.flush() and not peer.finished:
+            if peer.receive() < RECV_SIZE:
+                if peer.outbox or peer.http.paused:  # what the fast path could not write at once
+                    peer.flush()
+                return
 
     def rearm(self, peer: Peer) -> None:
         pass  # watched for both directions, for good

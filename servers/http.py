@@ -320,7 +320,9 @@ class HttpConnection:
         elif (request := self._parse_whole(data)) is None:
             return None
         else:
-            self._repeated, self._repeated_request = data, request
+            # Kept as a copy: `data` may be a large read buffer shrunk in place (asyncio reads 256 KiB), and
+            # holding such a buffer keeps glibc allocating every read with mmap.
+            self._repeated, self._repeated_request = bytes(bytearray(data)), request
         self.requests += 1
         try:
             return self._respond(request, self._app(request))
