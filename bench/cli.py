@@ -393,18 +393,20 @@ def compare_command(argv: list[str]) -> int:
     table = Table(title=f"medians of A = {args.a} and B = {args.b}")
     for heading in ("workload", "server", "conn."):
         table.add_column(heading)
-    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in METRICS.values())):
+    # Ratios of the metrics either run has for some point (a plaintext run has no idle-memory columns).
+    shown_metrics = [m for m in METRICS.values() if m.compared and any(row.ratio[m.key] is not None for row in rows)]
+    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in shown_metrics)):
         table.add_column(heading, justify="right")
     for row in rows:
         throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
                       for side in (row.a, row.b)]
-        ratios = [f"{row.ratio[m]:.2f}" if row.ratio[m] is not None else "—" for m in METRICS]
+        ratios = [f"{row.ratio[m.key]:.2f}" if row.ratio[m.key] is not None else "—" for m in shown_metrics]
         table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
     # Pipes get rich's default 80 columns, too few for this table.
     wide = Console(width=None if console.is_terminal else 160)
     wide.print(table)
     for line in agreement_lines(run_a, run_b):
-        wide.print(line, highlight=False, soft_wrap=True)
+        wide.print(line, highlight=False, soft_wrap=True, markup=False)  # "[min–max]" is no style tag
     return 0
 
 
@@ -416,11 +418,16 @@ def agreement_lines(run_a: Run, run_b: Run) -> list[str]:
         lines.append(f"CPU µs/request [min–max] ranges overlap in {found.overlapping} of {found.cells} cells "
                      f"({found.overlapping / found.cells:.0%})")
     if found.rankings:
-        same = sum(r.same for r in found.rankings)
-        lines.append(f"servers ranked by median CPU µs/request: the same order at {same} of "
-                     f"{len(found.rankings)} (workload, connections)")
-        lines += [f"  differs at {r.workload} {r.connections} conn.: A {' < '.join(r.a)}; B {' < '.join(r.b)}"
-                  for r in found.rankings if not r.same]
+        count = len(found.rankings)
+        consistent = sum(not r.reversed for r in found.rankings)
+        lines.append(f"servers ranked by CPU µs/request: no two in opposite order beyond both runs' [min–max] "
+                     f"ranges at {consistent} of {count} (workload, connections); the same order of medians at "
+                     f"{sum(r.same for r in found.rankings)} of {count}")
+        lines += [f"  opposite at {r.workload} {r.connections} conn.: "
+                  + ", ".join(f"A {x} < {y}, B {y} < {x}" for x, y in r.reversed)
+                  for r in found.rankings if r.reversed]
+        lines += [f"  medians' order at {r.workload} {r.connections} conn.: A {' < '.join(r.a)}; "
+                  f"B {' < '.join(r.b)}" for r in found.rankings if not r.same]
     walls = [wall_time_s(run) for run in (run_a, run_b)]
     if None not in walls:
         lines.append(f"wall time: A {walls[0]:.0f} s, B {walls[1]:.0f} s (B/A {walls[1] / walls[0]:.2f})")

@@ -37,6 +37,9 @@ class Ranking:
     connections: int
     a: list[str]  # servers by median CPU µs/request, cheapest first
     b: list[str]
+    # (x, y): A measured x cheaper than y with their [min–max] ranges apart, B measured y cheaper, apart too.
+    # A pair whose ranges overlap in one run is a tie there: its order in the medians is noise, not a finding.
+    reversed: list[tuple[str, str]]
 
     @property
     def same(self) -> bool:
@@ -63,6 +66,16 @@ def agreement(cells_a: list[Cell], cells_b: list[Cell], metric: str = "cpu_us_pe
         groups.setdefault((a.workload, a.connections), []).append((a, b))
     rankings = [Ranking(workload, connections,
                         *([c.server for c in sorted(side, key=lambda c: median(c, metric))]
-                          for side in zip(*pairs, strict=True)))
+                          for side in zip(*pairs, strict=True)),
+                        reversed_pairs(pairs, metric))
                 for (workload, connections), pairs in groups.items() if len(pairs) > 1]
     return Agreement(len(shared), overlapping, rankings)
+
+
+def reversed_pairs(pairs: list[tuple[Cell, Cell]], metric: str) -> list[tuple[str, str]]:
+    """The servers (x, y) that run A ranks x < y and run B y < x, each beyond its own spread."""
+    def below(low: Cell, high: Cell) -> bool:
+        return low.stats[metric].high < high.stats[metric].low
+
+    return [(x_a.server, y_a.server) for x_a, x_b in pairs for y_a, y_b in pairs
+            if below(x_a, y_a) and below(y_b, x_b)]

@@ -16,6 +16,7 @@ class Metric:
     divisor: float = 1  # record unit -> table unit
     decimals: int = 0  # in the table
     experiment: str | None = None  # measured for this experiment's workloads only: tabled and drawn against its axis
+    compared: bool = True  # a ratio column in `bench compare` (not for shares of idle CPUs: ratios of noise)
 
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
@@ -27,8 +28,9 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
            decimals=1),
     # What else the machine did while wrk ran: does the runner itself disturb the measurement?
     Metric("engine_cpu_share", "container engine CPU (CPUs' worth)", "engine", "load",
-           table="container engine CPU while wrk ran (CPUs' worth: dockerd, containerd, shims, runc)", decimals=3),
-    Metric("other_cpu_share", "other processes' CPU (CPUs' worth)", "other", "load"),
+           table="container engine CPU while wrk ran (CPUs' worth: dockerd, containerd, shims, runc)", decimals=3,
+           compared=False),
+    Metric("other_cpu_share", "other processes' CPU (CPUs' worth)", "other", "load", compared=False),
     # What an idle connection costs: resident set growth while they were opened, over their number.
     Metric("idle_server_kib_per_connection", "server KiB per idle connection", "srv KiB/idle", "memory",
            table="server KiB per idle connection (resident set, all processes)", decimals=2,
