@@ -32,8 +32,13 @@ class HttpProtocol(Connection, asyncio.Protocol):
         self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        if (wire := self.take(data)) is not None:
-            self.transport.write(wire)  # the fast path: nothing was queued before it
+        wire = self.take(data)
+        if wire is not None and self.can_write and not self.http.closing:
+            self.transport.write(wire)  # the fast path: nothing queued before it, and the transport wants it
+            if self.can_write:
+                return  # nothing left to write, pause or close
+        elif wire is not None:
+            self.outbox.append(wire)
         self._write()
 
     def eof_received(self) -> bool:
@@ -65,8 +70,10 @@ class HttpProtocol(Connection, asyncio.Protocol):
             self.transport.pause_reading()
         elif self.eof or self.http.closing:
             self.transport.close()
-        else:
+        elif self.can_write:
             self.transport.resume_reading()
+        else:  # the transport still holds answers the client has not read
+            self.transport.pause_reading()
 
 
 class AsyncioServer(Server):
