@@ -316,7 +316,7 @@ class DockerRunner:
 
     def stop_server(self) -> None:
         if self._server is not None:
-            self._server.stop(timeout=round(STOP_GRACE_S))  # the API takes whole seconds
+            # One call: SIGKILL to the container's first process ends every process of its PID namespace.
             self._server.remove(force=True)
             self._server, self._root = None, None
         self._support = None
