@@ -50,9 +50,9 @@ def stat_or_none(pid: int, proc: Path = Path("/proc")) -> ProcStat | None:
         return None
 
 
-def process_tree(root: int) -> list[ProcStat]:
-    """`root` and all its descendants, found by their parent links."""
-    stats = {s.pid: s for s in map(stat_or_none, (int(e) for e in os.listdir("/proc") if e.isdigit())) if s}
+def process_tree(root: int, proc: Path = Path("/proc")) -> list[ProcStat]:
+    """`root` and all its descendants, found by their parent links (`proc`: where /proc is seen)."""
+    stats = {s.pid: s for s in (stat_or_none(int(e), proc) for e in os.listdir(proc) if e.isdigit()) if s}
     children: dict[int, list[int]] = {}
     for found in stats.values():
         children.setdefault(found.ppid, []).append(found.pid)
@@ -71,10 +71,10 @@ def tree_cpu_s(tree: list[ProcStat]) -> tuple[float, float]:
             sum(s.stime + s.cstime for s in tree) / CLOCK_TICKS)
 
 
-def _status_kib(pid: int | str, key: str) -> int:
+def _status_kib(pid: int | str, key: str, proc: Path) -> int:
     """A kB field of /proc/PID/status; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(proc / str(pid) / "status") as handle:
             for line in handle:
                 if line.startswith(f"{key}:"):
                     return int(line.split()[1])
@@ -108,14 +108,14 @@ def engine_cpu(proc: Path | None = None) -> dict[tuple[int, int], float]:
 def engine_cpu_delta(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
     """The engine's CPU between two `engine_cpu` samples; a process born in between counts whole."""
     return sum(seconds - before.get(key, 0.0) for key, seconds in after.items())
-def peak_rss_kib(pid: int | str) -> int:
+def peak_rss_kib(pid: int | str, proc: Path = Path("/proc")) -> int:
     """VmHWM: the process's peak resident set; 0 once it is gone."""
-    return _status_kib(pid, "VmHWM")
+    return _status_kib(pid, "VmHWM", proc)
 
 
-def rss_kib(pid: int | str) -> int:
+def rss_kib(pid: int | str, proc: Path = Path("/proc")) -> int:
     """VmRSS: the process's resident set now; 0 once it is gone."""
-    return _status_kib(pid, "VmRSS")
+    return _status_kib(pid, "VmRSS", proc)
 
 
 def kernel_socket_kib() -> int:

@@ -129,12 +129,26 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         assert wrk.attrs["HostConfig"]["CpusetCpus"] == "1"
         [run] = runner.run_wrk(["sh", "-c", "grep CapEff /proc/self/status"], timeout_s=10)
         assert int(run.stdout.split()[1], 16) & SYS_ADMIN == 0, run.stdout
+        # wrk's exit status and its own stderr, without docker/cgroup-cpu.sh's line.
+        [run] = runner.run_wrk(["sh", "-c", "echo oops >&2; exit 3"], timeout_s=10)
+        assert (run.returncode, run.stderr) == (3, "oops\n")
         # A hung wrk: killed at the deadline, its container removed.
         started = time.monotonic()
         with pytest.raises(PointFailed, match="killed"):
             runner.run_wrk(["sleep", "60"], timeout_s=2)
         assert time.monotonic() - started < 10
         assert [c.labels[ROLE_LABEL] for c in ours(**{RUN_LABEL: runner.run_id})] == ["server"]
+        # The server's processes are read from the host's /proc (as the process runner reads its own):
+        # killed there, the runner sees the container's exit and stops measuring.
+        server.reload()
+        os.kill(server.attrs["State"]["Pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while runner.server_exit_code() is None:
+            assert time.monotonic() < deadline, "the killed server still counts as running"
+            time.sleep(0.05)
+        assert runner.server_exit_code() == 128 + signal.SIGKILL
+        with pytest.raises(PointFailed, match="not running"):
+            runner.server_usage()
     finally:
         runner.stop()
     assert ours(**{RUN_LABEL: runner.run_id}) == []

@@ -72,7 +72,7 @@ def test_the_free_threaded_interpreter_runs_the_servers_without_the_gil_in_their
 
 
 def cpus_used(python: str) -> float:
-    """CPUs' worth the threaded server used under /cpu/200 load when given CPUs 0-1 (its container's cgroup)."""
+    """CPUs' worth the threaded server used under /cpu/200 load when given CPUs 0-1 (its processes' CPU times)."""
     runner, port = started(python, "threaded", (0, 1))
     try:
         args = wrk.command(wrk.url(runner.topo.server_addr, port, "/cpu/200"), WORKLOADS["cpu-200"], 8, LOAD_S, 1, 2)

@@ -66,6 +66,15 @@ class ServerUsage:
     rss_kib: int  # resident set now, summed over the processes
 
 
+def tree_usage(root: int, proc: Path = Path("/proc")) -> ServerUsage:
+    """ServerUsage of process `root` and its descendants, as `proc` shows them: how both runners measure
+    a server on this host (the docker runner through the host's /proc, from its container's first process)."""
+    tree = procfs.process_tree(root, proc)
+    user_s, sys_s = procfs.tree_cpu_s(tree)
+    return ServerUsage(user_s, sys_s, peak_rss_kib=sum(procfs.peak_rss_kib(s.pid, proc) for s in tree),
+                       processes=len(tree), rss_kib=sum(procfs.rss_kib(s.pid, proc) for s in tree))
+
+
 @dataclass(frozen=True)
 class WrkRun:
     stdout: str

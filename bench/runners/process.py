@@ -40,6 +40,7 @@ from bench.runners.base import (
     profiled_support,
     resolve_python,
     server_command,
+    tree_usage,
 )
 from netns import ns
 from netns.config import Topology
@@ -134,10 +135,7 @@ class ProcessRunner:
     def server_usage(self) -> ServerUsage:
         if self._server is None or self._server.poll() is not None:
             raise PointFailed("the server is not running")
-        tree = procfs.process_tree(self._server.pid)
-        user_s, sys_s = procfs.tree_cpu_s(tree)
-        return ServerUsage(user_s, sys_s, peak_rss_kib=sum(procfs.peak_rss_kib(s.pid) for s in tree),
-                           processes=len(tree), rss_kib=sum(procfs.rss_kib(s.pid) for s in tree))
+        return tree_usage(self._server.pid)
 
     def stop_server(self) -> None:
         if self._server is not None:
