@@ -167,11 +167,14 @@ class Point:
 
 
 def plan(config: SweepConfig) -> list[Point]:
-    """Points in run order: one server at a time, so it can be reused across its points."""
+    """Points in run order: the repeats outermost, each a pass over every server, one server at a time (reused
+    across the connection counts of its workload). Each repeat of a point then has a server of its own, started
+    minutes apart from the others: the [min–max] of the repeats shows how far a run reproduces, drift and start
+    to start included, not only how steady one server was over a few seconds."""
     return [
         Point(server, workload, connections, repeat)
+        for repeat in range(1, config.repeat + 1)
         for workload in config.workloads
         for server in config.servers
         for connections in workload.connections or config.connections
-        for repeat in range(1, config.repeat + 1)
     ]

@@ -1,11 +1,13 @@
 """The sweep: every point of the plan, through a runner, into records.
 
-A server is started fresh for each (server, workload), verified, and reused
-across that pair's connection counts and repeats; it is warmed up once per
-connection count (the warm-up is not recorded). If it dies, the point it died
-in fails and the next point starts it again (and verifies it again).
+The repeats are the outer loop (config.plan): in each, a server is started
+fresh for each (server, workload), verified, and reused across that pair's
+connection counts; it is warmed up once per connection count (the warm-up is
+not recorded). If it dies, the point it died in fails and the next point
+starts it again (and verifies it again).
 
-With flame graphs asked for, each (server, workload) then gets one extra run
+With flame graphs asked for, each (server, workload) then gets one extra run,
+in the first repeat,
 that is not a record: the server is restarted with perf support (which costs
 the interpreter a little), and perf counts its syscalls, then samples it,
 while wrk drives it at the largest connection count.
@@ -92,11 +94,11 @@ def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Call
     where the wrk reports behind each merged point go (several clients)."""
     limits = host_limits()
     try:
-        for _, points in groupby(plan(config), key=lambda p: (p.server, p.workload)):
+        for (repeat, _, _), points in groupby(plan(config), key=lambda p: (p.repeat, p.server, p.workload)):
             points = list(points)
             runs_here = run_group(runner, net, config, points, on_record, limits, wrk_dir)
             profiled = max(points, key=lambda p: p.connections)
-            if profiling is not None and runs_here and unsupported(profiled, limits) is None:
+            if profiling is not None and repeat == 1 and runs_here and unsupported(profiled, limits) is None:
                 profiling.on_profile(profile_point(runner, net, config, profiled, profiling))
     finally:
         runner.stop()
@@ -104,7 +106,7 @@ def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Call
 
 def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Point],
               on_record: Callable[[Record], None], limits: HostLimits, wrk_dir: Path | None = None) -> bool:
-    """The points of one (server, workload), with one server started for them (again if it dies).
+    """The points of one (server, workload) in one repeat, with one server started for them (again if it dies).
     False when the server said it cannot run here (its points are recorded unsupported)."""
     session: ServerSession | None = None
     broken: PointFailed | None = None  # why the server cannot be benchmarked: its later points end the same way
