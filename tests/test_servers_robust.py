@@ -200,7 +200,9 @@ def test_out_of_descriptors_the_server_waits_then_serves_again(variant: str) -> 
         settled_descriptor_count(running)
         cpu_before = running.cpu_seconds()
         time.sleep(1.0)
-        assert running.cpu_seconds() - cpu_before < 0.1  # not spinning on a listener it cannot accept from
+        # Not spinning on a listener it cannot accept from: a spinning loop burns the whole second; a paused one
+        # a few ticks (asyncio logs its accept failure once a second), up to 0.11 s seen on a loaded CI host.
+        assert running.cpu_seconds() - cpu_before < 0.25
         if kind == "blocking":
             resource.prlimit(running.process.pid, resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
         for client in held:
@@ -224,6 +226,10 @@ def answered_at_once(client: Client) -> bool:
 def test_threaded_answers_503_beyond_its_threads() -> None:
     running = start_server("threaded", "--workers", "2")
     try:
+        # The readiness probe's thread must be gone first, or it holds one of the two (seen on a loaded host).
+        deadline = time.monotonic() + 5
+        while len(os.listdir(f"/proc/{running.process.pid}/task")) > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         with running.client() as first, running.client() as second, running.client() as third:
             assert not answered_at_once(first) and not answered_at_once(second)  # each holds a thread
             assert third.read_response().status == 503 and third.closed_by_server()
