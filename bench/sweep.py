@@ -6,11 +6,10 @@ connection counts; it is warmed up once per connection count (the warm-up is
 not recorded). If it dies, the point it died in fails and the next point
 starts it again (and verifies it again).
 
-With flame graphs asked for, each (server, workload) then gets one extra run,
-in the first repeat,
-that is not a record: the server is restarted with perf support (which costs
-the interpreter a little), and perf counts its syscalls, then samples it,
-while wrk drives it at the largest connection count.
+With flame graphs asked for, each (server, workload) then gets one extra run
+in the first repeat that is not a record: the server is restarted with perf
+support (which costs the interpreter a little), and perf counts its syscalls,
+then samples it, while wrk drives it at the largest connection count.
 """
 
 from __future__ import annotations
