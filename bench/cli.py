@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bench import subjects
 from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import METRICS
 from bench.analysis.report import write_gil_report, write_outputs
 from bench.analysis.summary import summarize
-from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, REFERENCES, WORKLOADS, SweepConfig, cpu_list, workload
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, WORKLOADS, SweepConfig, cpu_list, workload
 from bench.errors import BenchError
 from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
 from bench.results import JSON_NAME, Record, Run, ServerProfile, load
@@ -37,18 +38,10 @@ from netns.ns import NamespaceError
 from netns.topology import TopologyError
 
 # Differential flame graphs drawn when both servers were profiled and no --diff says otherwise.
-DEFAULT_DIFFS = (("select", "epoll"), ("epoll", "epoll-pool"))
+DEFAULT_DIFFS = subjects.DEFAULT_DIFFS
 PROFILE_CONNECTIONS = 64
 GIL_CONNECTIONS = 64
 console = Console()
-
-
-def server_kinds() -> list[str]:
-    listed = subprocess.run([sys.executable, "-m", "servers", "--list"], cwd=REPO_ROOT,
-                            capture_output=True, text=True)
-    if listed.returncode != 0:
-        raise BenchError(f"`python3 -m servers --list` failed: {listed.stderr.strip()}")
-    return listed.stdout.split()
 
 
 HOST_RESULTS_ENV = "SWISSKNIFE_HOST_RESULTS"  # the compose bench: how the host names its results directory
@@ -95,15 +88,18 @@ def server_pair(text: str) -> tuple[str, str]:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options the sweep and `profile` share."""
-    parser.add_argument("--servers", nargs="+", metavar="KIND",
-                        help=f"server kinds (python3 -m servers --list); the references {' and '.join(REFERENCES)} "
-                             "are always added")
+    parser.add_argument("--servers", nargs="+", metavar="NAME",
+                        help="subjects by name, or a whole category: model, peer, user (--list-subjects names them; "
+                             "default: every model); the references and the --subject files are always added")
+    parser.add_argument("--subject", action="append", type=Path, metavar="FILE.toml", default=[],
+                        help="add your own server, described in a TOML file (README: Benchmark your own server); "
+                             "repeatable")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
     parser.add_argument("--runner", choices=RUNNERS, help="process (default) or docker; docker with --server-engine")
     parser.add_argument("--cpus", metavar="SERVER,CLIENT",
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
-                             "CPUs, so reuseport's processes can run in parallel)")
+                             "CPUs, so a multi-process server's workers run in parallel)")
     parser.add_argument("--server-python", metavar="PATH",
                         help="interpreter of the Python servers (default: bench's own; with --runner docker the "
                              "image's python3, and PATH is inside the image); 'free-threaded' and 'gil' name the "
@@ -153,6 +149,9 @@ def sweep_parser() -> argparse.ArgumentParser:
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
     parser.add_argument("--repeat", type=positive, metavar="N")
+    parser.add_argument("--list-subjects", action="store_true",
+                        help="print every server bench can measure (name, category, model, routes, limits) and exit")
+    parser.add_argument("--json", action="store_true", help="with --list-subjects: as JSON")
     parser.add_argument("--flamegraphs", action="store_true",
                         help="one extra, unrecorded run per server and workload at its largest connection count, "
                              "profiled with perf")
@@ -191,13 +190,19 @@ def gil_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepConfig:
     """The preset's values, overridden by the options given; bad names end in a usage error."""
     preset = PRESETS[args.preset]
-    known = [*server_kinds(), *REFERENCES]
+    try:
+        users = [subjects.REGISTRY.add(subjects.load_file(path)) for path in args.subject]
+    except subjects.SubjectError as error:
+        parser.error(f"--subject {error}")
+    known = subjects.REGISTRY.names()
     chosen = [EXPERIMENTS[e] for e in args.experiments or () if e in EXPERIMENTS]
     # Experiments that name their models (gil) sweep only those, unless another one wants them all.
     named = [s for e in chosen for s in e.servers or ()] if chosen and all(e.servers for e in chosen) else None
-    servers = args.servers or (named and list(dict.fromkeys(named))) or preset.servers or known
+    asked = [n for s in args.servers or () for n in (subjects.REGISTRY.names(s) if s in subjects.CATEGORIES else [s])]
+    servers = asked or (named and list(dict.fromkeys(named))) or preset.servers or subjects.REGISTRY.names("model")
     if unknown := [s for s in servers if s not in known]:
-        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)}")
+        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from: {', '.join(known)} "
+                     f"(or a category: {', '.join(subjects.CATEGORIES)})")
     if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
     from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
@@ -219,7 +224,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
                      f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
-        servers=tuple(dict.fromkeys([*servers, *REFERENCES])),
+        servers=(swept := tuple(dict.fromkeys([*servers, *(u.name for u in users), *subjects.references()]))),
         workloads=tuple(workload(w) for w in workloads),
         connections=connections,
         duration_s=args.duration or preset.duration_s,
@@ -231,6 +236,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         server_engine=server_engine,
         client_engines=client_engines,
         server_addr=server_addr,
+        subjects=tuple(subjects.get(name) for name in swept),
     )
 
 
@@ -286,7 +292,33 @@ def make_runner(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
 def sweep_command(argv: list[str]) -> int:
     parser = sweep_parser()
     args = parser.parse_args(argv)
+    if args.list_subjects:
+        return list_subjects(args, parser)
     return run_command(args, parser, resolve(args, parser))
+
+
+def list_subjects(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """--list-subjects: every server bench knows (with the --subject files), as a table or --json."""
+    try:
+        for path in args.subject:
+            subjects.REGISTRY.add(subjects.load_file(path))
+    except subjects.SubjectError as error:
+        parser.error(f"--subject {error}")
+    known = sorted(subjects.REGISTRY.subjects.values(), key=lambda s: subjects.CATEGORIES.index(s.category))
+    if args.json:
+        print(json.dumps([s.describe() for s in known], indent=1))
+        return 0
+    table = Table(title="subjects (python3 -m bench --servers NAME ...)")
+    for heading in ("name", "category", "I/O model", "routes", "limits"):
+        table.add_column(heading)
+    for s in known:
+        limits = [*([f"FD_SETSIZE {s.limits.fd_setsize}"] if s.limits.fd_setsize else []),
+                  "worker processes as needed" if s.limits.processes == "workers" else "one process",
+                  *(["a thread per connection"] if s.limits.thread_per_connection else []),
+                  *(["kept-alive only"] if s.keep_alive_only else [])]
+        table.add_row(s.name, s.category, s.model, " ".join(s.routes), ", ".join(limits))
+    Console(width=None if console.is_terminal else 200).print(table)
+    return 0
 
 
 def profile_command(argv: list[str]) -> int:

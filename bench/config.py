@@ -6,9 +6,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-REFERENCE_SERVER = "nginx"  # the C baseline measured in every sweep
-FLOOR_SERVER = "floor"  # the cheapest Python loop (servers/floor_server.py), measured in every sweep
-REFERENCES = (FLOOR_SERVER, REFERENCE_SERVER)  # drawn dashed, never ranked among the models
+from bench import subjects
 
 # A point is client-bound when wrk used at least this share of its CPU while
 # the server used less than this share of its own: the load generator, not the
@@ -27,6 +25,12 @@ class Workload:
     close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
     idle: int = 0  # idle keep-alive connections held open beside wrk's active ones (C10K)
     connections: tuple[int, ...] | None = None  # a fixed active set, instead of the sweep's counts
+
+    @property
+    def route(self) -> str:
+        """The route class of its path, as subjects declare what they serve: /, /bytes/N, /sleep/MS, /cpu/US."""
+        name, _, argument = self.path[1:].partition("/")
+        return f"/{name}/{subjects.ROUTES_ARGUMENTS.get(name, argument)}" if argument else self.path
 
     @property
     def body_size(self) -> int | None:
@@ -97,7 +101,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
     Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
                "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
-               ("plaintext", "sleep-5", "cpu-200"), servers=("threaded", "epoll-pool", "epoll", "reuseport")),
+               ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS),
 )}
 
 
@@ -105,7 +109,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 class Preset:
     """A sweep's size (`--profile smoke|quick|full` on the command line)."""
 
-    servers: tuple[str, ...] | None  # None: every kind `python3 -m servers --list` names
+    servers: tuple[str, ...] | None  # None: every model and peer (bench.subjects), the references always added
     workloads: tuple[str, ...]
     connections: tuple[int, ...]
     duration_s: int  # wrk takes whole seconds
@@ -114,7 +118,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    "smoke": Preset(subjects.SMOKE, ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
     "quick": Preset(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
     # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
     # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only reuseport
@@ -139,7 +143,7 @@ class SweepConfig:
     """Everything a run needs, resolved from a preset and the command line."""
 
     preset: str
-    servers: tuple[str, ...]  # the reference server included
+    servers: tuple[str, ...]  # the references included
     workloads: tuple[Workload, ...]
     connections: tuple[int, ...]
     duration_s: int
@@ -156,6 +160,7 @@ class SweepConfig:
     wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
     wrk_timeout_s: int = 2
     ready_timeout_s: float = 10.0
+    subjects: tuple[subjects.Subject, ...] = ()  # the descriptions of its servers, as results.json keeps them
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from bench.errors import BenchError
 from bench.network import Namespaces
 from bench.results import WRK_DIR, Profiling, Record, Run, ServerProfile, save
 from bench.runners import Runner
-from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, now, run_sweep
+from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, check_subject, now, run_sweep
 from netns import ns
 from netns.config import Topology
 from netns.topology import status
@@ -100,9 +100,12 @@ def execute(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
     if isinstance(net, Namespaces):
         check_topology(net.topo)
     raise_open_file_limit()  # inherited by every server and wrk (the hard limit cannot be raised here)
-    out.mkdir(parents=True, exist_ok=True)
     if (out / "results.json").exists():
         raise BenchError(f"{out} already holds a run; choose another --out")
+    for subject in config.subjects:
+        if subject.category == "user":  # ours are checked by their tests; a user's file before anything runs
+            check_subject(runner, net, config, subject)  # the server stopped again, whatever it answered
+    out.mkdir(parents=True, exist_ok=True)
     run = Run(name=out.name, status="running", started_at=now(),
               environment=environment.collect(runner, net), config=asdict(config))
     if flamegraphs:

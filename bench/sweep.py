@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, verify, wrk
-from bench.config import FLOOR_SERVER, REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
+from bench import procfs, subjects, verify, wrk
+from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
 from bench.network import Namespaces, Network
@@ -36,14 +36,11 @@ from bench.runners import Runner, ServerUsage
 from netns.config import Topology
 from netns.topology import add_client_addresses, remove_client_addresses
 from servers.base import UNSUPPORTED_EXIT
-from servers.select_server import FD_SETSIZE
 
 WRK_GRACE_S = 10  # beyond duration + timeout before a wrk run counts as hung
 IDLE_SETTLE_S = 10.0  # for the server to accept the idle connections the holders have opened ...
 IDLE_SETTLE_PER_S = 10_000  # ... plus a second per this many of them
 SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server holds besides connections
-# Models that spread connections over worker processes; bench gives them as many as the point needs.
-MULTI_PROCESS = ("reuseport", REFERENCE_SERVER)
 # A worker is planned for this share of its open-file limit at most: the kernel spreads connections
 # over SO_REUSEPORT listeners by a hash, not evenly.
 WORKER_FILL = 0.8
@@ -174,27 +171,29 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
 
 
 def unsupported(point: Point, limits: HostLimits) -> str | None:
-    """Why the point's model cannot serve it, by design or on this host (reported as such, never run), else None."""
-    path = point.workload.path
-    if point.server == REFERENCE_SERVER and not (path == "/" or path.startswith("/bytes/")):
-        return f"the {REFERENCE_SERVER} reference serves only / and /bytes/N (bench/nginx.py), not {path}"
-    if point.server == FLOOR_SERVER and (path != "/" or point.workload.close):
-        return (f"the {FLOOR_SERVER} reference answers only kept-alive GET / (servers/floor_server.py): "
-                f"it is the cheapest Python loop, not a server")
+    """Why the point's server cannot serve it, by its description or on this host (reported as such, never
+    run), else None."""
+    subject = subjects.get(point.server)
+    route = point.workload.route
+    if not subject.serves(route):
+        return f"{subject.name} serves only {', '.join(subject.routes)} ({subject.model}), not {route}"
+    if subject.keep_alive_only and point.workload.close:
+        return f"{subject.name} answers only kept-alive connections ({subject.model}), not `Connection: close`"
     connections = point.workload.idle + point.connections
     need = f"{point.workload.idle:,} idle + {point.connections} active connections need"
     descriptors = connections + SERVER_SPARE_FDS
-    if point.server == "select" and descriptors > FD_SETSIZE:
-        return (f"select(2) watches descriptors below FD_SETSIZE ({FD_SETSIZE}) only; "
+    if (fd_setsize := subject.limits.fd_setsize) is not None and descriptors > fd_setsize:
+        return (f"{subject.name} watches descriptors below FD_SETSIZE ({fd_setsize}) only; "
                 f"{need} about {descriptors:,}")
     reasons = []
-    if point.server not in MULTI_PROCESS and descriptors > limits.open_files:
+    if subject.limits.processes == "one" and descriptors > limits.open_files:
+        spread = [s.name for s in subjects.REGISTRY.subjects.values() if s.limits.processes == "workers"]
         reasons.append(f"one process may open {limits.open_files:,} files on this host (its RLIMIT_NOFILE, "
                        f"raised to the hard limit) and {need} about {descriptors:,}; only the multi-process "
-                       f"models ({', '.join(MULTI_PROCESS)}) spread them over more processes")
-    if point.server == "threaded" and connections > limits.threads:
+                       f"servers ({', '.join(spread)}) spread them over more processes")
+    if subject.limits.thread_per_connection and connections > limits.threads:
         reasons.append(f"a thread per connection: {connections:,} threads, and this kernel allows about "
-                       f"{limits.threads:,} to one model ({limits.threads_because}, less {THREAD_HEADROOM:,} "
+                       f"{limits.threads:,} to one process ({limits.threads_because}, less {THREAD_HEADROOM:,} "
                        f"for the rest of the machine)")
     return "; ".join(reasons) or None
 
@@ -202,7 +201,7 @@ def unsupported(point: Point, limits: HostLimits) -> str | None:
 def server_workers(point: Point, open_files: int) -> int | None:
     """Processes a multi-process server needs for the point's connections to fit under each one's
     open-file limit; None: its default (one nginx worker, a reuseport worker per CPU) will do."""
-    if point.server not in MULTI_PROCESS:
+    if subjects.get(point.server).limits.processes != "workers":
         return None
     per_worker = int((open_files - SERVER_SPARE_FDS) * WORKER_FILL)
     needed = math.ceil((point.workload.idle + point.connections) / per_worker)
@@ -332,6 +331,23 @@ def start_verified(runner: Runner, net: Network, config: SweepConfig, point: Poi
             raise PointUnsupported((runner.server_log().splitlines() or [problem])[-1].removeprefix("servers: "))
         raise PointFailed(with_server_log(runner, problem))
     return port
+
+
+# A path per route for the verify gate of a user's subject: small, quick answers.
+ROUTE_PATHS = {"/": "/", "/bytes/N": "/bytes/1024", "/sleep/MS": "/sleep/1", "/cpu/US": "/cpu/100"}
+
+
+def check_subject(runner: Runner, net: Network, config: SweepConfig, subject: subjects.Subject) -> None:
+    """The gate before a run for a subject from a user's file: it starts and answers every route it declares
+    right, else BenchError with one line naming the step (no run directory is made)."""
+    point = Point(subject.name, Workload("verify", "/"), 1, 0)
+    try:
+        with ServerSession(runner, net, config, point) as session:
+            for route in subject.routes:
+                if found := verify.problems(net, session.port, Workload("verify", ROUTE_PATHS[route])):
+                    raise PointFailed(f"route {route}: " + "; ".join(found))
+    except (PointFailed, OSError, http.client.HTTPException) as failure:
+        raise BenchError(f"subject {subject.name} ({subject.directory}): {failure}") from None
 
 
 def with_server_log(runner: Runner, reason: str) -> str:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench import subjects
 from bench.analysis import plots
 from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import table
-from bench.config import EXPERIMENTS, REFERENCES, Experiment
+from bench.config import EXPERIMENTS, Experiment
 from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
@@ -123,7 +124,7 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
     changes.sort(reverse=True)
     flat = [f"{server} to {last.connections:,}" for ratio, server, _, last in
             sorted(changes, key=lambda change: (-change[3].connections, change[1])) if ratio >= FLAT_SHARE]
-    parts = [f"{server}{' (reference)' if server in REFERENCES else ''} "
+    parts = [f"{server}{' (reference)' if subjects.category(server) == 'reference' else ''} "
              f"{f'kept {ratio:.0%} of its throughput' if ratio < 1 else f'multiplied its throughput by {ratio:.2f}'} "
              f"({rps(first):,.0f} → {rps(last):,.0f} requests/s at {first.connections:,} → {last.connections:,}; "
              f"CPU {median(first, 'cpu_us_per_request'):,.1f} → {median(last, 'cpu_us_per_request'):,.1f} µs/request)"
@@ -266,7 +267,8 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
     for workload in workloads:
         connections = max(run.connections for run in runs)
         lines += [f"## gil: {workload} at {connections} connections", "", *gil_table(runs, workload), ""]
-        servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload and s not in REFERENCES)
+        servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload
+                                and subjects.category(s) != "reference")
         for server in servers:
             lines += [gil_paragraph(runs, workload, server), ""]
     return lines

@@ -9,16 +9,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from bench import subjects
 from bench.analysis.metrics import FIGURES, Metric
 from bench.analysis.summary import Cell
-from bench.config import REFERENCES
 from bench.errors import BenchError
 from bench.profiling import Breakdown, breakdown, differential, plot_breakdown
 from bench.profiling.flamegraph import RenderError
 from bench.results import FLAMEGRAPH_DIR, Profiling
 
 # The references are dashed, in greys: the C server black, the Python floor grey.
-REFERENCE_COLOURS = dict(zip(REFERENCES, ("grey", "black"), strict=True))
+# The references dashed in greys, the peers dotted: each group apart from the models, on the same axes.
+REFERENCE_COLOURS = ("black", "dimgrey", "darkgrey")
+LINE_STYLES = {"reference": "--", "peer": ":"}
 
 
 def figure_path(directory: Path, workload: str, figure: str) -> Path:
@@ -41,6 +43,8 @@ def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
          x_label: str = "connections") -> None:
     """`cells[i].connections` is the x value: the connection count, or an experiment's axis value."""
     servers = dict.fromkeys(c.server for c in cells)
+    references = [s for s in servers if subjects.category(s) == "reference"]
+    colours = dict(zip(references, REFERENCE_COLOURS, strict=False))
     connections = sorted({c.connections for c in cells})
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for ax, metric in zip(axes[0], panels, strict=False):
@@ -52,10 +56,10 @@ def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
             x = [n for n, _ in points]
             medians = [s.median for _, s in points]
             errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
-            reference = server in REFERENCES
-            ax.errorbar(x, medians, yerr=errors, label=f"{server} (reference)" if reference else server,
-                        marker="o", markersize=4, capsize=3, linestyle="--" if reference else "-",
-                        color=REFERENCE_COLOURS.get(server))
+            group = subjects.category(server)
+            ax.errorbar(x, medians, yerr=errors, label=f"{server} ({group})" if group in LINE_STYLES else server,
+                        marker="o" if group != "peer" else "s", markersize=4, capsize=3,
+                        linestyle=LINE_STYLES.get(group, "-"), color=colours.get(server))
         if min(connections) > 0:  # a log axis cannot show 0 (the idle experiment's first point)
             ax.set_xscale("log", base=2)
         ax.set_xticks(connections, [f"{n:,}" for n in connections])

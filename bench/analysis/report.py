@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import subjects
 from bench.analysis import experiments, plots
 from bench.analysis.metrics import FIGURES, TABLED
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
-from bench.config import DISTURBED_CPU_SHARE, FLOOR_SERVER, REFERENCE_SERVER, REFERENCES, SATURATED_CPU_SHARE, cpu_list
+from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
 from bench.profiling import markdown_table
 from bench.profiling.perf import SAMPLE_HZ
@@ -22,11 +23,17 @@ def peak(cells: list[Cell], server: str) -> Cell | None:
     return max(measured, key=lambda c: median(c, "requests_per_s"), default=None)
 
 
+def ranked_peaks(cells: list[Cell], *categories: str) -> list[Cell]:
+    """Each server's peak among those of `categories`, highest requests/s first."""
+    servers = dict.fromkeys(c.server for c in cells if subjects.category(c.server) in categories)
+    return sorted((p for p in (peak(cells, s) for s in servers) if p is not None),
+                  key=lambda c: median(c, "requests_per_s"), reverse=True)
+
+
 def verdict(workload: str, cells: list[Cell]) -> str:
-    """One sentence from the numbers: who won, by how much, against the references, what was client-bound."""
-    servers = dict.fromkeys(c.server for c in cells if c.server not in REFERENCES)
-    peaks = sorted((p for p in (peak(cells, s) for s in servers) if p is not None),
-                   key=lambda c: median(c, "requests_per_s"), reverse=True)
+    """One sentence from the numbers: which model won, by how much, against the peers and the references,
+    what was client-bound."""
+    peaks = ranked_peaks(cells, "model", "user")
     if not peaks:
         return f"**{workload}**: no model under test produced a measurement."
     best = peaks[0]
@@ -39,20 +46,23 @@ def verdict(workload: str, cells: list[Cell]) -> str:
         text += (f", {best_rps / median(second, 'requests_per_s'):.2f}× the runner-up {second.server} "
                  f"({number(median(second, 'requests_per_s'))} at {second.connections}"
                  f"{'; a tie within the repeat spread' if overlap else ''})")
-    if (reference := peak(cells, REFERENCE_SERVER)) is not None:
-        text += (f"; the {REFERENCE_SERVER} reference peaked at {number(median(reference, 'requests_per_s'))}, "
-                 f"so {best.server} reached {best_rps / median(reference, 'requests_per_s'):.2f}× {REFERENCE_SERVER}")
+    for group in ("peer", "reference"):
+        if found := ranked_peaks(cells, group):
+            top = median(found[0], "requests_per_s")
+            text += (f"; the {group}s peaked at " + ", ".join(f"{number(median(c, 'requests_per_s'))} ({c.server})"
+                                                              for c in found)
+                     + f", so {best.server} reached {best_rps / top:.2f}× {found[0].server}")
     measured = [c for c in cells if c.connections == best.connections and median(c, "cpu_us_per_request") is not None]
-    same_load = [c for c in measured if c.server not in REFERENCES]
+    same_load = [c for c in measured if subjects.category(c.server) != "reference"]
     if len(same_load) > 1:
         low = min(same_load, key=lambda c: median(c, "cpu_us_per_request"))
         high = max(same_load, key=lambda c: median(c, "cpu_us_per_request"))
         text += (f"; at {best.connections} connections server CPU per request ran from "
                  f"{median(low, 'cpu_us_per_request'):.1f} µs ({low.server}) to "
                  f"{median(high, 'cpu_us_per_request'):.1f} µs ({high.server})")
-        for floor in (c for c in measured if c.server == FLOOR_SERVER):
-            text += (f", against {median(floor, 'cpu_us_per_request'):.1f} µs for the {FLOOR_SERVER} "
-                     f"(the cheapest Python loop: the rest is HTTP handling and the model)")
+        if references := [c for c in measured if subjects.category(c.server) == "reference"]:
+            text += ", against " + ", ".join(f"{median(c, 'cpu_us_per_request'):.1f} µs for the {c.server} reference "
+                                             f"({subjects.get(c.server).model})" for c in references)
     bound = [f"{c.server}@{c.connections}" for c in cells if c.client_bound]
     disturbed = sum(c.disturbed > 0 for c in cells)
     return (text + f"; client-bound points: {', '.join(bound) if bound else 'none'}; "
@@ -175,6 +185,7 @@ def where_the_time_goes(profiling: Profiling, cells: list[Cell], plot_dir: Path,
 def write_outputs(directory: Path) -> list[Path]:
     """Plots and report.md from directory/results.json alone."""
     run = load(directory)
+    subjects.remember(run.config.get("subjects", []))
     cells = summarize(run.records)
     plot_dir = directory / "plots"
     paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)

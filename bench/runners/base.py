@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bench import procfs
-from bench.config import REFERENCE_SERVER
+from bench import procfs, subjects
 from bench.errors import BenchError
 from bench.network import Network
 from bench.profiling import ProfileResult, PythonSupport, SyscallCount
@@ -23,7 +22,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 5.0
 LOG_TAIL_CHARS = 500
 SERVER_TIMEOUT_S = 3600  # the Python servers' header and idle timeouts in a sweep (nginx's: bench/nginx.py)
-NOT_PYTHON = PythonSupport((), "none", f"{REFERENCE_SERVER} is a C server: it has no Python frames")
 
 # --server-python names for the two interpreters of swissknife-ft:latest (docker/Dockerfile.ft): built
 # from the source of the image's python3.13 with the same flags, they differ in the GIL alone.
@@ -158,19 +156,20 @@ class Runner(Protocol):
         """Kill everything this runner started (interrupts, errors)."""
 
 
-def server_command(kind: str, host: str, port: int, scratch: Path, python: str,
-                   python_args: Sequence[str] = (), workers: int | None = None) -> list[str]:
-    """The server's argv; `python` with `python_args` runs the Python servers; `workers`: processes of nginx
-    or reuseport (None: their default). nginx's files are written into `scratch` by the command itself
-    (bench.nginx), which then becomes nginx."""
-    if kind == REFERENCE_SERVER:
-        return [python, "-m", "bench.nginx", str(scratch), host, str(port), str(workers or 1)]
-    command = [python, *python_args, "-m", "servers", kind, "--host", host, "--port", str(port),
-               # Outlast a (server, workload) group: the idle connections are held across all its points.
-               "--header-timeout", str(SERVER_TIMEOUT_S), "--idle-timeout", str(SERVER_TIMEOUT_S)]
-    return command + ["--workers", str(workers)] if workers else command
+def server_command(kind: str, host: str, port: int, scratch: Path, python: str, python_args: Sequence[str] = (),
+                   workers: int | None = None, directory: str | None = None) -> list[str]:
+    """Server `kind`'s argv from its description (bench.subjects): `python` with `python_args` for {python},
+    `scratch` for {scratch}, `workers` (None: its default), `directory` for {dir} (None: the subject file's
+    folder as described)."""
+    subject = subjects.get(kind)
+    values = {"host": host, "port": str(port), "scratch": str(scratch),
+              # Outlast a (server, workload) group: the idle connections are held across all its points.
+              "timeout": str(SERVER_TIMEOUT_S), **({"dir": directory} if directory else {})}
+    return subject.argv([python, *python_args], values, workers)
 
 
 def profiled_support(kind: str, python: PythonSupport) -> PythonSupport:
     """How server `kind` shows Python functions to perf, given its interpreter's support."""
-    return NOT_PYTHON if kind == REFERENCE_SERVER else python
+    if subjects.get(kind).python_frames:
+        return python
+    return PythonSupport((), "none", f"{kind} is not a Python server started through {{python}}: no Python frames")

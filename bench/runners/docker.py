@@ -61,7 +61,7 @@ from docker.models.containers import Container
 from docker.types import Mount, Ulimit
 
 import docker
-from bench import procfs
+from bench import procfs, subjects
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
 from bench.network import Machines, Namespaces, Network
@@ -106,8 +106,8 @@ LIMITS = {"server": {"pids_limit": 32768, "mem_limit": "4g"}, "wrk": {"pids_limi
 SECURITY_OPT = ["no-new-privileges"]
 # Docker Engine 25.0 (moby#46762) took io_uring out of its default seccomp profile: the io-uring
 # server's container then runs without a seccomp filter; older engines' default lets io_uring through.
-IO_URING_KIND = "io-uring"
 IO_URING_SECCOMP_ENGINE = 25
+SUBJECT_DIR = "/subject"  # a user subject's folder, mounted read-only in its server's container ({dir})
 PROFILE_DIR = "/tmp/swissknife-profile"  # inside the server's container
 CGROUP_CPU_LINE = "swissknife-cgroup-cpu "  # docker/cgroup-cpu.sh's last line on stderr
 DROPPED_CAPS = "-sys_admin,-syslog"  # what docker/in-netns.sh drops; over several machines setpriv alone does
@@ -236,22 +236,28 @@ class DockerRunner:
         return {**dict.fromkeys(COMPOSE_LABELS, ""), ROLE_LABEL: role, RUN_LABEL: self.run_id, OWNER_LABEL: OWNER}
 
     def _create(self, role: str, cpus: Sequence[int] | None, command: Sequence[str], caps: list[str],
-                client: docker.DockerClient | None = None, security_opt: Sequence[str] = ()) -> Container:
+                client: docker.DockerClient | None = None, security_opt: Sequence[str] = (),
+                image: str | None = None, mounts: Sequence[Mount] = ()) -> Container:
         """A container of ours on `client` (default: the server's engine) running `command`, pinned to `cpus`
-        (None: unpinned), not yet started."""
+        (None: unpinned), not yet started; from `image` (default: ours) with `mounts` added."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # bench's own, as the process runner's children
         # The namespaces are this host's: other machines' containers need no /run/netns.
-        mounts = [] if self.roles else [Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")]
+        mounts = [*mounts, *([] if self.roles else
+                             [Mount(NETNS_RUN_DIR, NETNS_RUN_DIR, type="bind", propagation="rslave")])]
         return (client or self._client).containers.create(
-            self._image.id, list(command), labels=self._labels(role), network_mode="host",
+            image or self._image.id, list(command), labels=self._labels(role), network_mode="host",
             cpuset_cpus=cpu_list(cpus) if cpus else None, cap_add=caps, security_opt=[*SECURITY_OPT, *security_opt],
             **LIMITS[role], mounts=mounts, ulimits=[Ulimit(name="nofile", soft=soft, hard=hard)],
         )
 
-    def _in_netns(self, namespace: str, command: Sequence[str]) -> list[str]:
-        """`command` in `namespace`, without the capabilities; over several machines in the host's network."""
+    def _in_netns(self, namespace: str, command: Sequence[str], ours: bool = True) -> list[str]:
+        """`command` in `namespace`, without the capabilities; over several machines in the host's network.
+        Another image than ours has no docker/in-netns.sh: util-linux's nsenter and setpriv do the same."""
+        drop = ["setpriv", f"--bounding-set={DROPPED_CAPS}", f"--inh-caps={DROPPED_CAPS}", "--", *command]
         if self.roles:
-            return ["setpriv", f"--bounding-set={DROPPED_CAPS}", f"--inh-caps={DROPPED_CAPS}", "--", *command]
+            return drop
+        if not ours:
+            return ["nsenter", f"--net={NETNS_RUN_DIR}/{namespace}", "--", *drop]
         return [f"{self._project}/docker/in-netns.sh", namespace, *command]
 
     @cached_property
@@ -259,18 +265,33 @@ class DockerRunner:
         return int(self._client.version()["Version"].split(".")[0])
 
     def server_security(self, kind: str) -> list[str]:
-        """Only for the io-uring kind and only on engines whose default seccomp profile blocks io_uring."""
-        blocked = kind == IO_URING_KIND and self.engine_major >= IO_URING_SECCOMP_ENGINE
+        """Only for a subject that uses io_uring, and only on engines whose default seccomp profile blocks it."""
+        blocked = subjects.get(kind).io_uring and self.engine_major >= IO_URING_SECCOMP_ENGINE
         return ["seccomp=unconfined"] if blocked else []
+
+    def _subject_image(self, subject: subjects.Subject) -> str | None:
+        """The image a subject names, checked on the server's engine (None: ours)."""
+        if subject.image is None:
+            return None
+        try:
+            return self._client.images.get(subject.image).id
+        except ImageNotFound:
+            raise PointFailed(f"image {subject.image} (subject {subject.name}) not found on the server's engine; "
+                              "build or load it there") from None
 
     def start_server(self, kind: str, host: str, port: int, profiled: bool = False,
                      workers: int | None = None) -> None:
         self.stop_server()
         self._support = profiled_support(kind, self._python_support) if profiled else None
         python_args = self._support.args if self._support else ()
-        command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args, workers)
-        self._server = self._create("server", self.server_cpus, self._in_netns(self.topo.server_ns, command),
-                                    SERVER_CAPS, security_opt=self.server_security(kind))
+        subject = subjects.get(kind)
+        image = self._subject_image(subject)
+        folder = [Mount(SUBJECT_DIR, subject.directory, type="bind", read_only=True)] if subject.directory else []
+        command = server_command(kind, host, port, Path(SCRATCH), self.python, python_args, workers,
+                                 SUBJECT_DIR if folder else None)
+        self._server = self._create("server", self.server_cpus,
+                                    self._in_netns(self.topo.server_ns, command, ours=image is None),
+                                    SERVER_CAPS, security_opt=self.server_security(kind), image=image, mounts=folder)
         self._server.start()
         if self.roles is None:
             self._server.reload()  # the one inspect: the first process's pid, in the host's PID namespace

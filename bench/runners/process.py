@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
-from bench import procfs
+from bench import procfs, subjects
 from bench.config import cpu_list
 from bench.errors import BenchError, PointFailed
 from bench.network import Namespaces, Network
@@ -49,8 +49,12 @@ from netns.config import Topology
 # its workers (reuseport's processes, nginx's worker): SIGKILL would leave those orphaned.
 SERVER_PARENT_DEATH_SIGNAL = signal.SIGTERM
 PERF_ENV = "SWISSKNIFE_PERF"  # the perf binary the process runner uses (default: perf on PATH)
-# tool -> Debian package that provides it
-PROCESS_TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
+# tool -> Debian package that provides it (and the subjects' own, bench.subjects)
+PROCESS_TOOLS = {"wrk": "wrk", "taskset": "util-linux"}
+
+
+def tools() -> dict[str, str]:
+    return PROCESS_TOOLS | {tool: package for s in subjects.REGISTRY.subjects.values() for tool, package in s.tools}
 
 
 class ProcessRunner:
@@ -71,7 +75,7 @@ class ProcessRunner:
         self._wrk: subprocess.Popen | None = None
 
     def check(self) -> None:
-        for tool, package in PROCESS_TOOLS.items():
+        for tool, package in tools().items():
             if shutil.which(tool) is None:
                 raise BenchError(f"{tool} is not installed: apt-get install {package}")
         self.server_python()
@@ -80,9 +84,9 @@ class ProcessRunner:
         def version(args: list[str]) -> str:
             done = subprocess.run(args, capture_output=True, text=True)
             line = (done.stdout + done.stderr).strip().splitlines()[0]  # both print to stderr
-            return re.sub(r"^nginx version: | Copyright.*$", "", line)
-        return {"wrk": version(["wrk", "-v"]), "nginx": version(["nginx", "-v"]),
-                "server_python": f"{version([self.python, '--version'])} ({self.python})"}
+            return re.sub(r"^\S+ version: | Copyright.*$", "", line)
+        return {tool: version([tool, "-v"]) for tool in tools() if tool != "taskset"} | {
+            "server_python": f"{version([self.python, '--version'])} ({self.python})"}
 
     def image(self) -> dict | None:
         return None

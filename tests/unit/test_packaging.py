@@ -13,9 +13,10 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_requirements_txt_pins_exactly_the_pyproject_dependencies_and_test_extra():
+def test_requirements_txt_pins_exactly_the_pyproject_dependencies_and_test_and_peers_extras():
     project = pyproject()["project"]
-    pinned = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    pinned = [*project["dependencies"], *extras["test"], *extras["peers"]]
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert [line for line in lines if line] == pinned
     assert all("==" in requirement for requirement in pinned)
