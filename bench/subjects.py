@@ -30,6 +30,9 @@ from pathlib import Path
 ROUTES = ("/", "/bytes/N", "/sleep/MS", "/cpu/US")
 ROUTES_ARGUMENTS = {"bytes": "N", "sleep": "MS", "cpu": "US"}  # a route's name -> its argument's letter
 CATEGORIES = ("model", "reference", "peer", "user")  # in the order reports group them
+# How the handlers of different connections overlap: a blocking one (/sleep) stalls the others ("serial"),
+# or not, because each runs on a thread, a greenlet that yields, or in one of several worker processes.
+HANDLERS = ("serial", "threads", "greenlets", "processes")
 PLACEHOLDERS = ("host", "port", "workers", "python", "dir", "scratch", "timeout")
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")  # a file, container and column name as it is
 # select(2) watches descriptors below FD_SETSIZE only (glibc's fd_set; servers/select_server.py's too).
@@ -62,6 +65,7 @@ class Subject:
     default_workers: int | None = None  # {workers} when bench has no count of its own
     limits: Limits = Limits()
     keep_alive_only: bool = False  # answers only kept-alive connections (no `Connection: close` churn)
+    handlers: str = "serial"  # one of HANDLERS
     python_frames: bool = False  # a Python server started through {python}: perf can show its functions
     io_uring: bool = False  # uses io_uring: engines whose seccomp profile blocks it need an option for it
     tools: tuple[tuple[str, str], ...] = ()  # (program, Debian package) the process runner needs on the host
@@ -125,6 +129,8 @@ def check(subject: Subject) -> Subject:
                            f"routes are {', '.join(ROUTES)}")
     if "/" not in subject.routes:
         raise SubjectError(f"{where}: routes must include \"/\" (bench checks every server with GET /)")
+    if subject.handlers not in HANDLERS:
+        raise SubjectError(f"{where}: handlers is one of {', '.join(HANDLERS)}, not {subject.handlers!r}")
     if subject.limits.processes not in ("one", "workers"):
         raise SubjectError(f"{where}: limits.processes is \"one\" or \"workers\", not {subject.limits.processes!r}")
     if subject.limits.processes == "workers" and not subject.workers:
@@ -135,7 +141,7 @@ def check(subject: Subject) -> Subject:
 # The fields a user's file may set, with their types; anything else is refused by name.
 FILE_FIELDS = {"name": str, "command": list, "routes": list, "model": str, "workers": list,
                "default_workers": int, "image": str, "limits": dict, "keep_alive_only": bool,
-               "python_frames": bool, "io_uring": bool, "category": str}
+               "python_frames": bool, "io_uring": bool, "category": str, "handlers": str}
 LIMIT_FIELDS = {"fd_setsize": int, "processes": str, "thread_per_connection": bool}
 
 
@@ -168,7 +174,8 @@ def from_document(document: dict, directory: Path) -> Subject:
         model=document.get("model", "a user's server"), command=tuple(document["command"]),
         routes=tuple(document["routes"]), workers=tuple(document.get("workers", ())),
         default_workers=document.get("default_workers"), limits=Limits(**limits),
-        keep_alive_only=document.get("keep_alive_only", False), python_frames=document.get("python_frames", False),
+        keep_alive_only=document.get("keep_alive_only", False), handlers=document.get("handlers", "serial"),
+        python_frames=document.get("python_frames", False),
         io_uring=document.get("io_uring", False), image=document.get("image"), directory=str(directory))
 
 
@@ -202,16 +209,17 @@ GUNICORN = ("{python}", "-m", "gunicorn", "--bind", "[{host}]:{port}", "--worker
 
 BUILT_IN: tuple[Subject, ...] = (
     ours("blocking", "one connection at a time: accept, then blocking recv/send until it closes"),
-    ours("threaded", "a thread per connection, blocking I/O (the GIL takes turns)", THREADS, workers=True),
+    ours("threaded", "a thread per connection, blocking I/O (the GIL takes turns)", THREADS, workers=True,
+         handlers="threads"),
     ours("select", "one thread, select(2) over descriptor sets rebuilt every call", Limits(fd_setsize=FD_SETSIZE)),
     ours("poll", "one thread, poll(2) over the whole descriptor list every call"),
     ours("epoll", "one thread, epoll(7) level-triggered: the kernel keeps the interest list"),
     ours("epoll-et", "one thread, epoll(7) edge-triggered: read until a short read"),
     ours("epoll-pool", "an epoll loop handing each request to a pool of threads (the original report's design)",
-         workers=True),
+         workers=True, handlers="threads"),
     ours("asyncio", "asyncio's event loop (selectors: epoll) with protocol callbacks"),
     ours("reuseport", "a process per worker, each its own epoll loop and SO_REUSEPORT listener",
-         Limits(processes="workers"), workers=True),
+         Limits(processes="workers"), workers=True, handlers="processes"),
     ours("io-uring", "one thread, io_uring completions (liburing) instead of readiness", io_uring=True),
     Subject("floor", "reference", "the cheapest Python loop: epoll, a prebuilt answer to kept-alive GET /",
             ("{python}", "-m", "servers", "floor", "--host", "{host}", "--port", "{port}", *OUR_TIMEOUTS),
@@ -233,9 +241,10 @@ BUILT_IN: tuple[Subject, ...] = (
             (*GUNICORN, "--worker-class", "sync", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES, python_frames=True),
     Subject("gunicorn-gthread", "peer", "gunicorn's gthread worker: a thread pool (10) behind a poll loop",
             (*GUNICORN, "--worker-class", "gthread", "--threads", "10", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES,
-            python_frames=True),
+            python_frames=True, handlers="threads"),
     Subject("gunicorn-gevent", "peer", "gunicorn's gevent worker: greenlets over libev, blocking code made to yield",
-            (*GUNICORN, "--worker-class", "gevent", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES, python_frames=True),
+            (*GUNICORN, "--worker-class", "gevent", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES, python_frames=True,
+            handlers="greenlets"),
     Subject("aiohttp", "peer", "aiohttp's web server on asyncio", ("{python}", "-m", f"{PEER_APP}.aiohttp_app",
                                                                    "{host}", "{port}", "{timeout}"),
             ALL_ROUTES, python_frames=True),

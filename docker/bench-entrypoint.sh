@@ -3,7 +3,8 @@
 # `python3 -m bench` options, then exec it so its exit status (the sweep's) is
 # the container's and `docker compose up bench` reports it unmasked.
 #   BENCH_PROFILE      smoke|quick|full (default quick)
-#   BENCH_SERVERS      server kinds, e.g. "epoll poll" or "epoll,poll"
+#   BENCH_SERVERS      servers or categories, e.g. "epoll poll", "epoll,poll" or "model peer"
+#   BENCH_SUBJECTS     your own servers: TOML files, absolute or in BENCH_SUBJECTS_DIR, e.g. "mine.toml"
 #   BENCH_CONNECTIONS  connection counts, e.g. "10 100" or "10,100"
 #   BENCH_DURATION     seconds per wrk run
 #   BENCH_REPEAT       repeats per point
@@ -45,5 +46,13 @@ for engine in ${client_engines//,/ }; do
     args+=(--client-engine "$engine")
 done
 [ -z "${BENCH_SERVER_ADDR:-}" ] || args+=(--server-addr "$BENCH_SERVER_ADDR")
+subject_files=${BENCH_SUBJECTS:-}
+# shellcheck disable=SC2086
+for file in ${subject_files//,/ }; do
+    case "$file" in
+        /*) args+=(--subject "$file") ;;
+        *) args+=(--subject "${BENCH_SUBJECTS_DIR:?BENCH_SUBJECTS names a relative file: set BENCH_SUBJECTS_DIR}/$file") ;;
+    esac
+done
 
 exec python3 -m bench "${args[@]}" "$@"

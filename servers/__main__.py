@@ -16,6 +16,7 @@ from servers.base import (
     Settings,
     Unsupported,
     UsageError,
+    block_shutdown_signals,
     raise_open_file_limit,
     run_until_shutdown,
 )
@@ -54,7 +55,8 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         given = f"unknown kind {args.kind!r}" if args.kind else "no kind given"
         return f"{given}; kinds: {', '.join(RUNNABLE)}"
     if args.workers is not None and (not RUNNABLE[args.kind].takes_workers or args.workers < 1):
-        return "--workers takes a positive count, for reuseport, epoll-pool and threaded only"
+        takers = ", ".join(kind for kind, model in RUNNABLE.items() if model.takes_workers)
+        return f"--workers takes a positive count, for {takers} only"
     if args.uvloop and args.kind != "asyncio":
         return "--uvloop applies to the asyncio kind only"
     if not 0 <= args.port <= 65535:
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = Settings(args.host, args.port, args.backlog, args.workers, args.uvloop, args.header_timeout,
                         args.idle_timeout)
+    # SIGTERM/SIGINT wait until the model serves (run_until_shutdown): the listener accepts connections
+    # before the model is ready (importing uvloop can take a while), and a client may already ask it to
+    # stop. Threads a model starts meanwhile inherit the mask, so the signal always reaches this thread.
+    block_shutdown_signals()
     raise_open_file_limit()
     try:
         server = RUNNABLE[args.kind].create(settings)

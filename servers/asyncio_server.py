@@ -82,7 +82,10 @@ class AsyncioServer(Server):
         self.loop = importlib.import_module("uvloop").new_event_loop() if settings.uvloop else asyncio.new_event_loop()
         self.connections: set[HttpProtocol] = set()
         self.server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: HttpProtocol(self.connections), sock=listener, backlog=settings.backlog)
+            # Serving starts in serve(): a request already waiting must not run its handler here, while
+            # the shutdown signals are still blocked (servers/__main__.py).
+            self.loop.create_server(lambda: HttpProtocol(self.connections), sock=listener, backlog=settings.backlog,
+                                    start_serving=False)
         )
 
     @classmethod
@@ -97,6 +100,7 @@ class AsyncioServer(Server):
         install_shutdown_handlers(also=self.loop.stop)
         self.loop.set_exception_handler(self._report)
         self.loop.call_later(self.settings.tick_s, self._tick)
+        self.loop.create_task(self.server.start_serving())
         self.loop.run_forever()
 
     def _tick(self) -> None:

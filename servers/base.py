@@ -551,6 +551,7 @@ class ServerModel(Protocol):
 def run_until_shutdown(server: ServerModel) -> None:
     install_shutdown_handlers()
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)  # one that came during start-up: now
         server.serve()
     except Shutdown:
         pass

@@ -26,9 +26,11 @@ from servers_harness import (
     start_server,
 )
 
-# one handler at a time
-SERIAL_HANDLER_KINDS = ["blocking", "select", "poll", "epoll", "epoll-et", "asyncio", "io-uring"]
-PARALLEL_HANDLER_KINDS = ["threaded", "epoll-pool"]
+from bench import subjects
+
+# From the descriptions (bench/subjects.py): reuseport's overlap depends on its worker count (a CPU each).
+SERIAL_HANDLER_KINDS = [k for k in ALL_KINDS if subjects.get(k).handlers == "serial"]
+PARALLEL_HANDLER_KINDS = [k for k in ALL_KINDS if subjects.get(k).handlers == "threads"]
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
