@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench import subjects
+from bench import loadgen, openloop, subjects
 from bench.analysis.compare import agreement, compare
 from bench.analysis.metrics import METRICS
 from bench.analysis.report import write_gil_report, write_outputs
@@ -149,6 +149,12 @@ def sweep_parser() -> argparse.ArgumentParser:
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--connections", nargs="+", type=positive, metavar="N")
     parser.add_argument("--repeat", type=positive, metavar="N")
+    parser.add_argument("--rates", nargs="+", metavar="R",
+                        help="open-loop rates (experiment latency): requests/s (50000) or fractions of the "
+                             "closed-loop peak measured first (0.1 0.5 0.8 0.9 0.95 1.05)")
+    parser.add_argument("--mix", nargs="+", metavar="PERCENT:PATH",
+                        help="an open-loop workload latency-mix of weighted routes in a seeded random order, "
+                             "e.g. 99:/ 1:/sleep/20")
     parser.add_argument("--list-subjects", action="store_true",
                         help="print every server bench can measure (name, category, model, routes, limits) and exit")
     parser.add_argument("--json", action="store_true", help="with --list-subjects: as JSON")
@@ -209,6 +215,11 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
+    try:
+        rates, mixed = openloop.resolve(getattr(args, "rates", None), getattr(args, "mix", None),
+                                        [workload(w) for w in workloads])
+    except ValueError as error:
+        parser.error(str(error))
     runner, server_engine, client_engines, server_addr = resolve_engines(args, parser, workloads)
     try:
         server_cpus, client_cpu = parse_cpus(args.cpus) if args.cpus else default_cpus()
@@ -218,14 +229,15 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     connections = tuple(args.connections or preset.connections)
-    counts = {*connections, *(c for w in workloads for c in workload(w).connections or ())}
+    counts = {*connections, *(c for w in [*map(workload, workloads), *mixed] for c in w.connections or ())}
     if uneven := sorted(c for c in counts if c % max(len(client_engines), 1)):
         parser.error(f"{len(client_engines)} client engines share each point's connections evenly: "
                      f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
         servers=(swept := tuple(dict.fromkeys([*servers, *(u.name for u in users), *subjects.references()]))),
-        workloads=tuple(workload(w) for w in workloads),
+        workloads=(*(workload(w) for w in workloads), *mixed),
+        rates=rates,
         connections=connections,
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
@@ -242,12 +254,15 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
 
 def point_line(record: Record) -> str:
     where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
+    if record.rate_asked is not None:
+        where += f" @{record.rate_asked}"
     if record.status != "ok":
         mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
         return f"{where}  {mark} {record.failure}"
     # Figures a run over several machines does not measure are None: their flags stay off.
     engine_share, other_share = record.engine_cpu_share or 0, record.other_cpu_share or 0
-    flags = [f for f, on in (("client-bound", record.client_bound),
+    flags = [f for f, on in (("client-bound", record.client_bound and not record.generator_bound),
+                             ("generator-bound", record.generator_bound), ("overloaded", record.overloaded),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
                              (f"disturbed:{other_share:.2f}cpu", record.disturbed),
                              (f"engine:{engine_share:.2f}cpu", engine_share >= 0.01),
@@ -363,6 +378,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
         require_root()
     diffs = diff_pairs(args, parser, config)
     topo = Topology()
+    if config.runner == "process" and any(w.open_loop for w in config.workloads):
+        loadgen.binary()  # compiled now, before anything runs: BenchError if gcc is missing
     runner = make_runner(args, parser, config, topo)
     out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     started = time.monotonic()

@@ -25,12 +25,21 @@ class Workload:
     close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
     idle: int = 0  # idle keep-alive connections held open beside wrk's active ones (C10K)
     connections: tuple[int, ...] | None = None  # a fixed active set, instead of the sweep's counts
+    # Open-loop load (bench/openloop.py): requests at the sweep's --rates, `mix` (percent, path) in a seeded
+    # random order (empty: `path` alone), and `vary` ("header" or "query") making every request differ.
+    open_loop: bool = False
+    mix: tuple[tuple[float, str], ...] = ()
+    vary: str | None = None
 
     @property
     def route(self) -> str:
         """The route class of its path, as subjects declare what they serve: /, /bytes/N, /sleep/MS, /cpu/US."""
-        name, _, argument = self.path[1:].partition("/")
-        return f"/{name}/{subjects.ROUTES_ARGUMENTS.get(name, argument)}" if argument else self.path
+        return route_of(self.path)
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The route classes of every path it sends."""
+        return tuple(dict.fromkeys(route_of(path) for _, path in self.mix)) or (self.route,)
 
     @property
     def body_size(self) -> int | None:
@@ -39,10 +48,18 @@ class Workload:
         return int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
 
 
+def route_of(path: str) -> str:
+    name, _, argument = path[1:].partition("/")
+    return f"/{name}/{subjects.ROUTES_ARGUMENTS.get(name, argument)}" if argument else path
+
+
 IDLE_ACTIVE_CONNECTIONS = (32,)  # the small busy set wrk drives while the idle ones wait
 # 50,000 and 100,000 pass one process's open-file limit (20,000 on our hosts): only the multi-process
 # models (reuseport, nginx) are run there, the others are recorded unsupported with that reason.
 IDLE_COUNTS = (0, 1000, 5000, 10000, 50000, 100000)
+
+
+LATENCY_CONNECTIONS = (32,)
 
 
 def idle_workload(count: int) -> Workload:
@@ -58,6 +75,14 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("cpu-200", "/cpu/200"),
     Workload("churn", "/", close=True),
     *(idle_workload(k) for k in IDLE_COUNTS),
+    # Open loop, at one connection count (the rates are the axis): the fast requests alone, each one different,
+    # and with 1 % slow ones (a blocking backend, a CPU-bound handler) that a single loop serves in line.
+    Workload("latency-plaintext", "/", connections=LATENCY_CONNECTIONS, open_loop=True),
+    Workload("latency-varied", "/", connections=LATENCY_CONNECTIONS, open_loop=True, vary="header"),
+    Workload("latency-mix-sleep", "/", connections=LATENCY_CONNECTIONS, open_loop=True,
+             mix=((99.0, "/"), (1.0, "/sleep/20"))),
+    Workload("latency-mix-cpu", "/", connections=LATENCY_CONNECTIONS, open_loop=True,
+             mix=((99.0, "/"), (1.0, "/cpu/2000"))),
 )}
 
 
@@ -99,6 +124,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("large-responses", "How do the models stream large bodies with partial writes?",
                ("bytes-64k", "bytes-1m")),
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
+    Experiment("latency", "What latency do clients see at a constant request rate (corrected for coordinated "
+               "omission), up to what rate does each model hold p99 <= 1 ms and <= 10 ms, and what do 1 % slow "
+               "requests or requests that all differ do to it? (--rates; the closed-loop peaks come first)",
+               ("latency-*",)),
     Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
                "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
                ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS),
@@ -139,6 +168,21 @@ def cpu_list(cpus: Sequence[int]) -> str:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """An open-loop rate: requests/s, or a fraction of the server's closed-loop peak measured first."""
+
+    value: float
+    fraction: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value:g}×peak" if self.fraction else f"{self.value:g}/s"
+
+
+# Open-loop rates when --rates is not given: below, near and past the closed-loop peak.
+DEFAULT_RATES = (Rate(0.1, True), Rate(0.5, True), Rate(0.8, True), Rate(0.95, True), Rate(1.1, True))
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """Everything a run needs, resolved from a preset and the command line."""
 
@@ -161,6 +205,7 @@ class SweepConfig:
     wrk_timeout_s: int = 2
     ready_timeout_s: float = 10.0
     subjects: tuple[subjects.Subject, ...] = ()  # the descriptions of its servers, as results.json keeps them
+    rates: tuple[Rate, ...] = DEFAULT_RATES  # of the open-loop workloads
 
 
 @dataclass(frozen=True)
@@ -169,17 +214,21 @@ class Point:
     workload: Workload
     connections: int
     repeat: int
+    rate: Rate | None = None  # open loop at this rate; None: wrk's closed loop (an open-loop workload's peak)
 
 
 def plan(config: SweepConfig) -> list[Point]:
     """Points in run order: the repeats outermost, each a pass over every server, one server at a time (reused
     across the connection counts of its workload). Each repeat of a point then has a server of its own, started
     minutes apart from the others: the [min–max] of the repeats shows how far a run reproduces, drift and start
-    to start included, not only how steady one server was over a few seconds."""
+    to start included, not only how steady one server was over a few seconds.
+    An open-loop workload's points at one connection count start with its closed-loop peak (wrk), then go up
+    its rates."""
     return [
-        Point(server, workload, connections, repeat)
+        Point(server, workload, connections, repeat, rate)
         for repeat in range(1, config.repeat + 1)
         for workload in config.workloads
         for server in config.servers
         for connections in workload.connections or config.connections
+        for rate in ((None, *config.rates) if workload.open_loop else (None,))
     ]

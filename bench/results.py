@@ -98,6 +98,34 @@ class Record:
     idle_kernel_kib_per_connection: float | None = None
     # several client engines (their runs merged above): each one's own figures, as ClientFigures dicts
     clients: list[dict] | None = None
+    # Open-loop points (bench/openloop.py; optional: absent before them). The latency_* fields above then hold
+    # the corrected latency (from each request's intended send time), these the rest:
+    rate_asked: str | None = None  # the point's --rates value: "50000/s" or "0.5×peak"
+    offered_rate: float | None = None  # requests/s the schedule asked for
+    achieved_rate: float | None = None  # requests/s the generator sent
+    peak_rate: float | None = None  # the closed-loop peak (wrk) the fractions scale
+    generator_bound: bool | None = None  # achieved < 99 % of offered, or the generator used >= 90 % of its CPU
+    generator_cpu_share: float | None = None
+    generator_late_max_us: float | None = None  # the most the generator was behind its schedule
+    overloaded: bool | None = None  # a backlog: latency kept growing through the run, or requests left waiting
+    latency_growth: float | None = None  # mean corrected latency, the run's last third over its first
+    unanswered: int | None = None  # still waiting at the end: recorded at their latency so far, and timeouts
+    reconnects: int | None = None  # connections the server closed (their unanswered requests were sent again)
+    latency_p99_99_us: float | None = None
+    latency_uncorrected_mean_us: float | None = None  # from when a closed loop could have sent each request
+    latency_uncorrected_max_us: float | None = None
+    latency_uncorrected_p50_us: float | None = None
+    latency_uncorrected_p75_us: float | None = None
+    latency_uncorrected_p90_us: float | None = None
+    latency_uncorrected_p99_us: float | None = None
+    latency_uncorrected_p99_9_us: float | None = None
+    latency_uncorrected_p99_99_us: float | None = None
+    # The histograms themselves, [bucket's lowest ns, count] (bench.loadgen): percentiles recomputed, runs merged
+    latency_histogram_ns: list[list[int]] | None = None
+    latency_uncorrected_histogram_ns: list[list[int]] | None = None
+    latency_series: list[list[int]] | None = None  # per interval by intended time: sent, answered, Σ µs, max µs
+    latency_interval_ms: int | None = None
+    classes: dict[str, dict] | None = None  # a mix's routes by path: weight, requests, latency_*_us, histogram_ns
 
     @property
     def wrk_errors(self) -> int:

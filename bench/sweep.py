@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, subjects, verify, wrk
+from bench import openloop, procfs, subjects, verify, wrk
 from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
@@ -107,6 +107,7 @@ def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Po
     session: ServerSession | None = None
     broken: PointFailed | None = None  # why the server cannot be benchmarked: its later points end the same way
     warmed: set[int] = set()
+    peaks: dict[int, float] = {}  # an open-loop workload's closed-loop peak per connection count, measured first
     try:
         for point in points:
             if reason := unsupported(point, limits):
@@ -128,11 +129,17 @@ def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Po
                 if point.connections not in warmed:
                     run_wrk(runner, net, config, point, session.port, config.warmup_s)
                     warmed.add(point.connections)
-                record = measure(runner, net, config, point, session.port, wrk_dir)
+                if point.rate is None:
+                    record = measure(runner, net, config, point, session.port, wrk_dir)
+                    peaks[point.connections] = record.requests_per_s
+                else:
+                    record = openloop.measure(runner, net, config, point, session.port, peaks.get(point.connections))
             except PointFailed as failure:
                 status = "unsupported" if isinstance(failure, PointUnsupported) else "failed"
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status=status, failure=str(failure), started_at=now())
+            if point.rate is not None:
+                record.rate_asked = str(point.rate)
             if session is not None and session.idle is not None:
                 for name, value in session.idle.figures.items():
                     setattr(record, name, value)
@@ -174,9 +181,8 @@ def unsupported(point: Point, limits: HostLimits) -> str | None:
     """Why the point's server cannot serve it, by its description or on this host (reported as such, never
     run), else None."""
     subject = subjects.get(point.server)
-    route = point.workload.route
-    if not subject.serves(route):
-        return f"{subject.name} serves only {', '.join(subject.routes)} ({subject.model}), not {route}"
+    if missing := [route for route in point.workload.routes if not subject.serves(route)]:
+        return f"{subject.name} serves only {', '.join(subject.routes)} ({subject.model}), not {', '.join(missing)}"
     if subject.keep_alive_only and point.workload.close:
         return f"{subject.name} answers only kept-alive connections ({subject.model}), not `Connection: close`"
     connections = point.workload.idle + point.connections

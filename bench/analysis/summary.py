@@ -43,6 +43,8 @@ def summarize(records: list[Record]) -> list[Cell]:
     """Cells in the order their points were run."""
     groups: dict[tuple[str, str, int], list[Record]] = {}
     for record in records:
+        if record.rate_asked is not None:  # open-loop points have a rate axis of their own (analysis.latency)
+            continue
         groups.setdefault((record.workload, record.server, record.connections), []).append(record)
     cells = []
     for (workload, server, connections), group in groups.items():
