@@ -145,7 +145,8 @@ def overloaded(report: loadgen.Report) -> tuple[float | None, bool]:
     found = backlog(report.series)
     rise_needed = max(GROWTH_MIN_US, GROWTH_MIN_SHARE * report.duration_us)
     grew = found is not None and found[0] >= GROWTH_OVERLOADED and found[1] >= rise_needed and found[2]
-    return found and found[0], grew or report.unanswered > UNANSWERED_OVERLOADED * max(report.sent, 1)
+    left = report.capped or report.unanswered > UNANSWERED_OVERLOADED * max(report.sent, 1)
+    return found and found[0], grew or left
 
 
 def as_wrk(report: loadgen.Report) -> wrk.WrkReport:
@@ -170,7 +171,8 @@ def open_figures(report: loadgen.Report, offered: float, peak: float | None, gen
                for route in report.routes} if len(report.routes) > 1 else None
     return {
         "offered_rate": offered, "achieved_rate": achieved, "peak_rate": peak,
-        "generator_bound": achieved < ACHIEVED_SHARE * offered or generator_share >= SATURATED_CPU_SHARE,
+        "generator_bound": (achieved < ACHIEVED_SHARE * offered and not report.capped
+                            or generator_share >= SATURATED_CPU_SHARE),
         "generator_cpu_share": generator_share, "generator_late_max_us": report.late_max_us,
         "overloaded": overload, "latency_growth": growth, "unanswered": report.unanswered,
         "reconnects": report.reconnects,

@@ -103,6 +103,7 @@ class Report:
     interval_ms: int
     series: tuple[tuple[int, int, int, int], ...]  # per interval by intended time: sent, answered, Σ µs, max µs
     tool: str = NAME
+    capped: bool = False  # the server left so many unanswered that the rest of the schedule was not sent
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "histogram_ns", as_histogram(self.histogram_ns))
@@ -181,7 +182,8 @@ def merge(reports: Sequence[Report]) -> Report:
         duration_us=max(r.duration_us for r in reports),
         **{name: sum(getattr(r, name) for r in reports)
            for name in ("scheduled", "sent", "unsent", "requests", "unanswered", "bytes", "reconnects", "resent")},
-        late_max_us=max(r.late_max_us for r in reports), issued_us=max(r.issued_us for r in reports),
+        capped=any(r.capped for r in reports), late_max_us=max(r.late_max_us for r in reports),
+        issued_us=max(r.issued_us for r in reports),
         drain_us=max(r.drain_us for r in reports),
         errors={kind: sum(r.errors[kind] for r in reports) for kind in ERROR_KINDS},
         histogram_ns=merge_histograms([r.histogram_ns for r in reports]),

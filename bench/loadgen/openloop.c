@@ -14,8 +14,10 @@
  * recorded at its latency and counted as a timeout; one unanswered when the drain (--timeout after
  * the schedule) ends is recorded at its latency so far and counted as unanswered and as a timeout.
  * A connection the server closes is opened again and its unanswered requests are sent again (their
- * intended times kept). Requests not yet sent when the schedule ends are "unsent": the generator fell
- * behind. One JSON line on stdout at the end; every run is bounded by duration + timeout + 1 s.
+ * intended times kept). A generator behind its schedule catches up until the drain ends; requests never
+ * sent are "unsent", and so are the rest of the schedule once MAX_WAITING requests wait for answers
+ * ("capped": the server, not the generator, fell behind; it bounds the memory). One JSON line on stdout
+ * at the end; every run is bounded by 2 s of connecting + duration + timeout.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +43,7 @@
 #define MAX_ROUTES 16
 #define IN_SIZE 65536
 #define MAX_HEAD 16384
+#define MAX_WAITING 2000000 /* sent, unanswered: past it the rest of the schedule is unsent ("capped") */
 
 typedef struct { uint64_t counts[BUCKETS]; } histogram;
 
@@ -259,7 +262,7 @@ static void on_readable(conn *c, int64_t now) {
     ssize_t n = recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
     if (n <= 0) {
         if (n < 0 && errno == EAGAIN) return;
-        if (c->q_len) e_read++;
+        if (n < 0) e_read++; /* a close (nginx: keepalive_requests) only resends */
         reopen(c, now);
         return;
     }
@@ -376,14 +379,16 @@ int main(int argc, char **argv) {
     const int64_t t_end = t0 + (int64_t)(opt.duration * 1e9), drain_end = t_end + timeout_ns;
     uint64_t k = 0, seed = opt.seed;
     int64_t late_max = 0, last_issue = t0;
+    int capped = 0;
     int any_reconnect = 0;
     for (;;) {
         int64_t now = now_ns();
-        if (k < total && now < drain_end) { /* a generator behind its schedule catches up, up to the drain's end */
+        if (k < total && now < drain_end && !capped) { /* a generator behind its schedule catches up, up to the drain's end */
             int64_t due = t0 + (int64_t)(k * step_ns);
             if (due <= now) {
                 if (now - due > late_max) late_max = now - due;
                 for (; k < total && (due = t0 + (int64_t)(k * step_ns)) <= now; k++) {
+                    if (answered + MAX_WAITING <= k) { capped = 1; break; } /* the server took too few */
                     int route = 0;
                     if (opt.routes > 1) {
                         double pick = (double)(splitmix(&seed) >> 11) / 9007199254740992.0 * weight_total;
@@ -394,11 +399,12 @@ int main(int argc, char **argv) {
                     size_t slot = (size_t)((due - t0) / interval_ns);
                     if (slot < intervals) series[4 * slot]++;
                 }
-                for (int i = 0; i < opt.connections; i++) flush(&conns[i], now);
+                for (int i = 0; i < opt.connections; i++) /* a full socket waits for EPOLLOUT */
+                    if (!conns[i].want_out) flush(&conns[i], now);
                 last_issue = now;
             }
         }
-        int issuing = k < total && now < drain_end;
+        int issuing = k < total && now < drain_end && !capped;
         if (!issuing) {
             uint64_t waiting = 0;
             for (int i = 0; i < opt.connections; i++) waiting += conns[i].q_len;
@@ -445,12 +451,12 @@ int main(int argc, char **argv) {
 
     printf("{\"tool\":\"openloop\",\"rate\":%.3f,\"connections\":%d,\"duration_us\":%lld,\"scheduled\":%llu,"
            "\"sent\":%llu,\"unsent\":%llu,\"requests\":%llu,\"unanswered\":%llu,\"bytes\":%llu,\"reconnects\":%llu,"
-           "\"resent\":%llu,\"late_max_us\":%lld,\"issued_us\":%lld,\"drain_us\":%lld,"
+           "\"resent\":%llu,\"capped\":%s,\"late_max_us\":%lld,\"issued_us\":%lld,\"drain_us\":%lld,"
            "\"errors\":{\"connect\":%llu,\"read\":%llu,\"write\":%llu,\"status\":%llu,\"timeout\":%llu},",
            opt.rate, opt.connections, (long long)((t_end - t0) / 1000), (unsigned long long)total,
            (unsigned long long)k, (unsigned long long)(total - k), (unsigned long long)answered,
            (unsigned long long)unanswered, (unsigned long long)bytes, (unsigned long long)reconnects,
-           (unsigned long long)resent, (long long)(late_max / 1000), (long long)((last_issue - t0) / 1000),
+           (unsigned long long)resent, capped ? "true" : "false", (long long)(late_max / 1000), (long long)((last_issue - t0) / 1000),
            (long long)((finished - t_end) / 1000),
            (unsigned long long)e_connect, (unsigned long long)e_read, (unsigned long long)e_write,
            (unsigned long long)e_status, (unsigned long long)e_timeout);
