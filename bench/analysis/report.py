@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import subjects
-from bench.analysis import experiments, plots
+from bench.analysis import experiments, latency, plots
 from bench.analysis.metrics import FIGURES, TABLED
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
@@ -135,6 +135,7 @@ def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str
             path = plots.figure_path(plot_dir, workload["name"], figure).relative_to(report_dir)
             lines += [f"![{workload['name']} {figure}]({path.as_posix()})", ""]
     lines += experiments.sections(run.config["workloads"], cells, plot_dir, report_dir)
+    lines += latency.section(run.records, plot_dir, report_dir)
     if run.profiling:
         lines += where_the_time_goes(run.profiling, cells, plot_dir, report_dir)
     return "\n".join(lines)
@@ -189,6 +190,7 @@ def write_outputs(directory: Path) -> list[Path]:
     cells = summarize(run.records)
     plot_dir = directory / "plots"
     paths = plots.draw_all(cells, plot_dir) + experiments.draw(run.config["workloads"], cells, plot_dir)
+    paths += latency.draw(run.records, plot_dir)
     if run.profiling:
         paths += plots.draw_profiles(run.profiling, directory, plot_dir)
     write_atomic(directory / "report.md", render(run, cells, plot_dir, directory))
