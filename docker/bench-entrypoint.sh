@@ -10,6 +10,8 @@
 #   BENCH_REPEAT       repeats per point
 #   BENCH_EXPERIMENTS  experiments, e.g. "idle-connections blocking-handler"
 #   BENCH_WORKLOADS    workloads, e.g. "plaintext sleep-5"
+#   BENCH_RATES        open-loop rates (experiment latency): requests/s or fractions of the peak, e.g. "0.5 0.9 50000"
+#   BENCH_MIX          an open-loop mix of routes, e.g. "99:/ 1:/sleep/20"
 #   BENCH_FLAMEGRAPHS  non-empty: one extra perf-profiled run per server and workload
 #   BENCH_RUNNER       docker (default) | process: servers and wrk as processes in this container
 #   BENCH_SERVER_ENGINE   Docker engine of the servers (URL or context), e.g. tcp://10.0.0.1:2375
@@ -38,6 +40,10 @@ args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")
 [ -z "${BENCH_EXPERIMENTS:-}" ] || args+=(--experiments ${BENCH_EXPERIMENTS//,/ })
 # shellcheck disable=SC2206
 [ -z "${BENCH_WORKLOADS:-}" ] || args+=(--workloads ${BENCH_WORKLOADS//,/ })
+# shellcheck disable=SC2206
+[ -z "${BENCH_RATES:-}" ] || args+=(--rates ${BENCH_RATES//,/ })
+# shellcheck disable=SC2206
+[ -z "${BENCH_MIX:-}" ] || args+=(--mix ${BENCH_MIX//,/ })
 [ -z "${BENCH_FLAMEGRAPHS:-}" ] || args+=(--flamegraphs)
 [ -z "${BENCH_SERVER_ENGINE:-}" ] || args+=(--server-engine "$BENCH_SERVER_ENGINE")
 client_engines=${BENCH_CLIENT_ENGINES:-}

@@ -70,8 +70,8 @@ def sections(workloads: list[dict], cells: list[Cell], plot_dir: Path, report_di
         present = members(experiment, workloads)
         lines += [f"## Experiment: {experiment.name}", "", f"*{experiment.question}*", ""]
         if experiment.axis == "connections":
-            lines += [paragraph_by_workload(w["name"], [c for c in cells if c.workload == w["name"]])
-                      for w in present] + [""]
+            lines += [paragraph_by_workload(w["name"], mine) for w in present  # an interrupted run lacks some
+                      if (mine := [c for c in cells if c.workload == w["name"]])] + [""]
         else:
             points = axis_points(experiment, workloads, cells)
             lines += [paragraph_along_axis(experiment, points), ""]
