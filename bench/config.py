@@ -175,7 +175,7 @@ class Rate:
     fraction: bool = False
 
     def __str__(self) -> str:
-        return f"{self.value:g}×peak" if self.fraction else f"{self.value:g}/s"
+        return f"{self.value:g}×peak" if self.fraction else f"{self.value:.10g}/s"
 
 
 # Open-loop rates when --rates is not given: below, near and past the closed-loop peak.
