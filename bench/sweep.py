@@ -112,7 +112,8 @@ def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Po
         for point in points:
             if reason := unsupported(point, limits):
                 on_record(Record(point.server, point.workload.name, point.connections, point.repeat,
-                                 status="unsupported", failure=reason, started_at=now()))
+                                 status="unsupported", failure=reason, started_at=now(),
+                                 rate_asked=point.rate and str(point.rate)))
                 continue
             try:
                 if broken is not None:
@@ -138,8 +139,7 @@ def run_group(runner: Runner, net: Network, config: SweepConfig, points: list[Po
                 status = "unsupported" if isinstance(failure, PointUnsupported) else "failed"
                 record = Record(point.server, point.workload.name, point.connections, point.repeat,
                                 status=status, failure=str(failure), started_at=now())
-            if point.rate is not None:
-                record.rate_asked = str(point.rate)
+            record.rate_asked = point.rate and str(point.rate)
             if session is not None and session.idle is not None:
                 for name, value in session.idle.figures.items():
                     setattr(record, name, value)
