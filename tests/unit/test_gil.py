@@ -98,3 +98,25 @@ def test_a_model_unsupported_in_a_run_is_named_not_compared(tmp_path):
             for d in (fake_run(tmp_path, True, 1, {"epoll": 1}), fake_run(tmp_path, False, 1, {"epoll": 1}))]
     assert gil_paragraph(runs, "cpu-200", "reuseport") == (
         "**reuseport** without the GIL: on 1 CPU no comparison (not here).")
+
+
+def test_bench_gil_makes_four_runs_into_one_directory_and_stops_when_one_is_interrupted(tmp_path):
+    from bench.gil import run_gil
+    parser = sweep_parser()
+    wide = resolve(parser.parse_args(["--experiments", "gil", "--cpus", "0-1,1"]), parser)
+    made = []
+
+    def run_one(config, python, out):  # a run as the lifecycle leaves it: its results.json
+        made.append((python, config.server_cpus, out.name))
+        gil, cpus = python == "/gil", len(config.server_cpus)
+        fake_run(tmp_path, gil, cpus, {"threaded": 4000 * cpus})
+        return 0
+
+    pythons = {"gil": "/gil", "free-threaded": "/ft"}
+    assert run_gil(wide, pythons, tmp_path, run_one) == 0
+    assert made == [("/gil", (0,), "gil-1cpu"), ("/gil", (0, 1), "gil-2cpu"), ("/ft", (0,), "free-threaded-1cpu"),
+                    ("/ft", (0, 1), "free-threaded-2cpu")]
+    assert "×2.00 with the GIL" in (tmp_path / "report.md").read_text()
+    made.clear()
+    assert run_gil(wide, pythons, tmp_path / "stopped", lambda config, python, out: made.append(out) or 130) == 130
+    assert len(made) == 1 and not (tmp_path / "stopped" / "report.md").exists()
