@@ -284,6 +284,7 @@ def replaced(running: RunningServer, worker: int, count: int) -> list[int]:
 def test_reuseport_replaces_a_worker_that_dies_but_not_in_a_loop() -> None:
     running = start_server("reuseport", "--workers", "2")
     try:
+        replaced(running, -1, 2)  # the listeners answer before the workers are forked: wait for both
         for _ in range(RESTART_BURST):
             worker = workers_of(running)[0]
             os.kill(worker, signal.SIGKILL)
