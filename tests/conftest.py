@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DOCKER_SUITES = {"test_docker_image.py", "test_docker_runner.py", "test_compose_e2e.py", "test_engines.py"}
+DOCKER_SUITES = {"test_docker_image.py", "test_docker_runner.py", "test_compose_e2e.py", "test_engines.py",
+                 "test_engine26.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -69,6 +69,15 @@ def verdict(workload: str, cells: list[Cell]) -> str:
             f"{disturbed} of {len(cells)} points disturbed by other load {DISTURBED_MARK}.")
 
 
+def engine_line(e: dict) -> str:
+    line = (f"`{e['engine']}`: host {e['host_name']}, daemon {e['daemon_id']}, kernel {e['kernel']}, "
+            f"{e['cpus']} CPUs, Docker {e['docker']}")
+    if e["api_version"] is None:  # recorded before schema 6
+        return line
+    return (f"{line} (API {e['api_version']}, containerd {e['containerd']}, runc {e['runc']}), cgroup "
+            f"v{e['cgroup_version']} ({e['cgroup_driver']} driver), seccomp profile {e['seccomp_profile']}")
+
+
 def environment_lines(run: Run) -> list[str]:
     env, config = run.environment, run.config
     server_cpus, client_cpu = config["server_cpus"], config["client_cpu"]
@@ -76,7 +85,7 @@ def environment_lines(run: Run) -> list[str]:
     plural = "s" if len(server_cpus) > 1 else ""
     pins = f"server on CPU{plural} {cpu_list(server_cpus)}{shared}, wrk on CPU {client_cpu}"
     engines = env.get("engines", [])
-    if engines:
+    if config["server_engine"]:
         pins = f"server on CPU{plural} {cpu_list(server_cpus)} of its engine, each wrk on CPU {client_cpu} of its own"
     rows = {
         "kernel": env["kernel"], "OS": env["os"], "CPU": f"{env['cpu_model']} ({env['cpus']} CPUs)",
@@ -85,8 +94,7 @@ def environment_lines(run: Run) -> list[str]:
         **{f"client {key}": value for key, value in env.get("client_sysctls", {}).items()},
         "runner": env["runner"], "git commit": env["git_commit"],
         # The same engine may run two of the wrk: numbered rows.
-        **{f"engine {i} ({e['role']})": f"`{e['engine']}`: host {e['host_name']}, daemon {e['daemon_id']}, "
-           f"kernel {e['kernel']}, {e['cpus']} CPUs, Docker {e['docker']}" for i, e in enumerate(engines, 1)},
+        **{f"engine {i} ({e['role']})": engine_line(e) for i, e in enumerate(engines, 1)},
         **({"traffic counters": env["traffic"]} if "traffic" in env else {}),
     }
     if server_python := env.get("server_python"):  # absent from runs made before it was recorded
