@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, verify, wrk
+from bench import holder, procfs, verify, wrk
 from bench.config import FLOOR_SERVER, REFERENCE_SERVER, SATURATED_CPU_SHARE, Point, SweepConfig, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
@@ -290,10 +290,19 @@ def hold_idle(runner: Runner, net: Network, port: int, count: int, per_holder: i
         idle.connections = IdleConnections(topo.client_ns, topo.server_addr, port, count, sources, topo.server_ns,
                                            per_holder, per_address)
         report = idle.connections.open()
-        # The server side lags by its accept loop: give it a bounded moment to take them all.
+        # The server side lags by its accept loop: give it a bounded moment to take them all, unless it
+        # has stopped taking any.
         deadline = time.monotonic() + IDLE_SETTLE_S + count / IDLE_SETTLE_PER_S
-        while ((on_server := established_at(topo.server_ns, port)) < report.held
-               or accept_queue(topo.server_ns, port)) and time.monotonic() < deadline:
+        last, last_change = None, time.monotonic()
+        while time.monotonic() < deadline:
+            on_server, queued = seen = established_at(topo.server_ns, port), accept_queue(topo.server_ns, port)
+            if on_server >= report.held and not queued:
+                break
+            if seen != last:
+                last, last_change = seen, time.monotonic()
+            elif queued and time.monotonic() - last_change >= holder.ACCEPT_STALL_S:
+                raise PointFailed(f"the server stopped accepting: {queued:,} of {count:,} idle connections waited "
+                                  f"in its accept queue, none taken for {holder.ACCEPT_STALL_S:g} s")
             time.sleep(0.2)
         opened_s = time.monotonic() - started
         server_after, kernel_after = runner.server_usage().rss_kib, procfs.kernel_socket_kib()
