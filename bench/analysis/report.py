@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.analysis import experiments, plots
+from bench.analysis import experiments, lessons, plots
 from bench.analysis.metrics import FIGURES, TABLED
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
@@ -118,7 +118,8 @@ def method_line(run: Run) -> str:
 def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:
     lines = [f"# swissknife benchmark `{run.name}`", "",
              f"Run {run.status}: started {run.started_at}, finished {run.finished_at or '—'}, "
-             f"{len(run.records)} records.", "", "## Environment", "", *environment_lines(run), "",
+             f"{len(run.records)} records.", "", *lessons.markdown(lessons.lessons(run.records)),
+             "## Environment", "", *environment_lines(run), "",
              method_line(run), ""]
     for workload in run.config["workloads"]:
         workload_cells = [c for c in cells if c.workload == workload["name"]]
