@@ -99,10 +99,10 @@ class Paragraph:
     def cpu(self, cell: Cell) -> str:
         return f"{self.value(cell, 'cpu_us_per_request'):,.1f}"
 
-    def ratio(self, a: Cell, b: Cell, metric: str) -> str:
-        """a's median over b's: '3.1×', '267×', or '1.0×, a tie within the spread'."""
+    def ratio(self, a: Cell, b: Cell, metric: str, of: str = "") -> str:
+        """a's median over b's: '3.1×', '267×', or '1.0×, a tie within the spread' (`of` after the ratio)."""
         found = median(a, metric) / median(b, metric)
-        text = f"{found:.1f}×" if found < 10 else f"{found:,.0f}×"
+        text = (f"{found:.1f}×" if found < 10 else f"{found:,.0f}×") + of
         return f"{text}, a tie within the spread" if tie(a, b, metric) else text
 
     def lesson(self, title: str, text: str) -> Lesson:
@@ -142,9 +142,13 @@ def baseline(measured: Measured) -> Lesson | None:
               if w == "plaintext" and n == at and s not in (FLOOR_SERVER, REFERENCE_SERVER) and measured.at(w, s, n)]
     if models:
         best = min(models, key=lambda c: median(c, "cpu_us_per_request"))
-        text += (f" The cheapest model, {best.server}, spent {p.cpu(best)} µs for {p.rps(best)} requests/s "
-                 f"({p.ratio(best, floor, 'cpu_us_per_request')} the {FLOOR_SERVER}'s CPU): what a model spends "
-                 f"above the {FLOOR_SERVER} is HTTP handling and its I/O model.")
+        of_floor = f" the {FLOOR_SERVER}'s CPU"
+        figures = (f"{p.cpu(best)} µs for {p.rps(best)} requests/s "
+                   f"({p.ratio(best, floor, 'cpu_us_per_request', of_floor)})")
+        text += (f" The cheapest model, {best.server}, spent {figures}: what a model spends above the "
+                 f"{FLOOR_SERVER} is HTTP handling and its I/O model." if more(best, floor, "cpu_us_per_request")
+                 else f" The cheapest model, {best.server}, cost no more than the {FLOOR_SERVER} in this run: "
+                      f"{figures}.")
     return p.lesson(f"The baseline: {FLOOR_SERVER} and {REFERENCE_SERVER}", text)
 
 
@@ -219,6 +223,7 @@ def blocking_handler(measured: Measured) -> Lesson | None:
             continue
         p = Paragraph(measured)
         best = cells[-1]
+        broken = [c for s in EVENT_LOOPS if (c := measured.cells.get((w.name, s, at))) and not measured.at(*c.key)]
         sleep_ms = int(w.path.removeprefix("/sleep/"))
         if more(threaded, best, "requests_per_s"):
             text = (f"On {w.path} at {at} connections threaded served {p.rps(threaded)} requests/s, "
@@ -226,6 +231,9 @@ def blocking_handler(measured: Measured) -> Lesson | None:
                     f"{p.rps(best)}; the others from {p.rps(cells[0])}): its threads wait in their handlers at "
                     f"once, while one loop runs one {sleep_ms} ms handler at a time, at most "
                     f"{1000 / sleep_ms:,.0f} a second.")
+            if broken:
+                text += (f" {', '.join(c.server for c in broken)} served nothing measurable there "
+                         f"({broken[0].failure}).")
         else:
             text = (f"threaded did not out-serve the event loops on {w.path} at {at} connections in this run: "
                     f"{p.rps(threaded)} requests/s against {p.rps(best)} for {best.server}.")

@@ -72,6 +72,16 @@ def test_the_numbers_say_what_the_published_run_measured():
     assert "epoll-pool spent 14.0 µs of server CPU per request against epoll's 4.7 (2.9×)" in pool
     assert "1,893 requests/s against blocking's 74 (26×)" in pool
     assert "a tie within the spread" in text["Plaintext alone: select, poll and epoll"]
+    assert ("The cheapest model, poll, cost no more than the floor in this run: 4.5 µs for 218,195 requests/s "
+            "(1.0× the floor's CPU, a tie within the spread).") in text["The baseline: floor and nginx"]
+
+
+def test_an_event_loop_that_served_nothing_on_a_blocking_handler_is_named():
+    failed = [replace(r, status="failed", failure="no responses in 2 s", requests_per_s=None)
+              if (r.workload, r.server) == ("sleep-5", "io-uring") else r for r in RECORDS]
+    text = {lesson.title: lesson.text for lesson in lessons(failed)}["A blocking handler: threads against one loop"]
+    assert "the best one-thread event loop (poll, 76;" in text
+    assert "io-uring served nothing measurable there (no responses in 2 s)." in text
 
 
 def swapped(records: list[Record], workload: str, server: str, like: str) -> list[Record]:
