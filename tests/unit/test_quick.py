@@ -1,8 +1,9 @@
-"""The default `quick` preset is the lesson in at most 5 minutes: its points and its estimated wall time
-(pure; `python3 -m servers --list` only)."""
+"""The default `quick` preset is the lesson in at most 5 minutes: its points, its estimated wall time, and the
+README's quoted duration checked against the results file it cites (pure; `python3 -m servers --list` only)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -77,3 +78,16 @@ def test_the_options_override_the_preset_s_own_counts_and_repeats():
     engines = config("--server-engine", "ctx-a", "--client-engine", "ctx-b", "--server-addr", "192.0.2.1")
     assert [w.name for w in engines.workloads] == ["plaintext", "sleep-5", "churn"]
 
+
+def test_the_readme_quotes_the_quick_sweep_s_measured_time_from_its_results_file():
+    text = (ROOT / "README.md").read_text()
+    quickstart = " ".join(text[text.index("## Quickstart"):text.index("## Usage")].split())
+    found = re.search(r"took (\d+) s \(([\d.]+) min\) in \[`(results/[^`]+)/`\]\S* \(([^)]*)\)", quickstart)
+    assert found, "the quickstart quotes the quick sweep's time and its results directory"
+    seconds, minutes, run_dir, about = int(found[1]), float(found[2]), ROOT / found[3], found[4]
+    run = load(run_dir)
+    assert run.config["preset"] == "quick" and run.config["runner"] in about
+    assert seconds == round(wall_s(run_dir)) and minutes == round(wall_s(run_dir) / 60, 1)
+    if flagged := re.search(r"(\d+) of its (\d+) measured points are flagged disturbed", about):
+        ok = [r for r in run.records if r.status == "ok"]
+        assert (int(flagged[1]), int(flagged[2])) == (sum(r.disturbed for r in ok), len(ok))
