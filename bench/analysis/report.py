@@ -1,5 +1,5 @@
-"""report.md of a run: environment, one section per workload with a generated verdict,
-tables (median [min–max]) and the plots (pure: the run in, text out)."""
+"""report.md of a run: what it shows (bench.analysis.lessons), environment, one section per workload
+with a generated verdict, tables (median [min–max]) and the plots (pure: the run in, text out)."""
 
 from __future__ import annotations
 
