@@ -126,7 +126,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", "--profile", dest="preset", choices=PRESETS, default=DEFAULT_PRESET,
-                        help="the sweep's size (--profile is the older spelling)")
+                        help="the sweep's size (--profile is the older spelling): "
+                             + "; ".join(f"{name}: {preset.about}" for name, preset in PRESETS.items()))
     parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
     parser.add_argument("--experiments", nargs="+", metavar="NAME",
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
@@ -189,7 +190,9 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
     from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
-    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
+    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or [
+        # Idle connections are held from one host's client namespace: on several machines a preset runs without.
+        w for w in preset.workloads if not (args.client_engine and workload(w).idle)]
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
     runner, server_engine, client_engines, server_addr = resolve_engines(args, parser, workloads)
@@ -201,14 +204,17 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     connections = tuple(args.connections or preset.connections)
-    counts = {*connections, *(c for w in workloads for c in workload(w).connections or ())}
+    given = [key for key, value in (("connections", args.connections), ("repeat", args.repeat),
+                                    ("duration_s", args.duration)) if value]
+    chosen = tuple(preset.variant_of(w, given) for w in workloads)
+    counts = {*connections, *(c for w in chosen for c in w.connections or ())}
     if uneven := sorted(c for c in counts if c % max(len(client_engines), 1)):
         parser.error(f"{len(client_engines)} client engines share each point's connections evenly: "
                      f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
         servers=(swept := tuple(dict.fromkeys([*servers, *(u.name for u in users), *subjects.references()]))),
-        workloads=tuple(workload(w) for w in workloads),
+        workloads=chosen,
         connections=connections,
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
@@ -273,7 +279,7 @@ def profile_command(argv: list[str]) -> int:
     """A sweep of plaintext at one connection count, one repeat, with flame graphs."""
     parser = profile_parser()
     args = parser.parse_args(argv)
-    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, ["plaintext"], None
+    args.preset, args.workloads, args.experiments = "plaintext", ["plaintext"], None
     args.connections, args.repeat, args.flamegraphs = [args.connections], 1, True
     return run_command(args, parser, replace(resolve(args, parser), preset="profile"))
 
@@ -285,7 +291,7 @@ def gil_command(argv: list[str]) -> int:
     if not args.cpus:  # the first two usable CPUs for the server, wrk on the second: --cpus 0-1,1 here
         first = min(os.sched_getaffinity(0))
         args.cpus = f"{first}-{first + 1},{first + 1}"
-    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, None, ["gil"]
+    args.preset, args.workloads, args.experiments = "plaintext", None, ["gil"]
     args.flamegraphs = not args.no_flamegraphs
     wide = replace(resolve(args, parser), preset="gil")
     if len(wide.server_cpus) < 2:

@@ -20,6 +20,7 @@ from bench.errors import BenchError
 from bench.lifecycle import Interrupted, RunEvents, execute
 from bench.results import Record, Run, ServerProfile, load
 from bench.runners import REPO_ROOT, Runner
+from bench.sweep import estimated_wall_s
 
 HOST_RESULTS_ENV = "SWISSKNIFE_HOST_RESULTS"  # the compose bench: how the host names its results directory
 RESULTS_DIR = REPO_ROOT / "results"
@@ -70,7 +71,8 @@ def run_shown(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
         def on_start(run: Run, points: int) -> None:
             if run.profiling and run.profiling.problem:
                 progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
-            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {shown(out)}",
+            progress.console.print(f"{points} points, {len(config.servers)} servers, about "
+                                   f"{estimated_wall_s(config) / 60:.1f} min estimated, results in {shown(out)}",
                                    highlight=False, soft_wrap=True)
             progress.update(task, total=points)
 

@@ -137,8 +137,8 @@ def test_compare_prints_per_point_ratios(smoke_run):
 
 def test_killed_server_fails_its_point_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "run"
-    sweep = bench("--servers", "epoll", "--connections", "4", "8", "--duration", "1", "--repeat", "2",
-                  "--out", str(out))
+    sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "8", "--duration", "1",
+                  "--repeat", "2", "--out", str(out))
     server = wait_for_descendant(sweep.pid, "-m servers epoll")
     wait_for_descendant(sweep.pid, "wrk ")  # killed under load
     os.kill(server, signal.SIGKILL)
@@ -180,8 +180,8 @@ def test_a_holder_failing_at_start_fails_its_points_and_the_sweep_finishes_with_
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     out = tmp_path / "run"
-    sweep = bench("--servers", "epoll", "--connections", "4", "--duration", "2", "--repeat", "5",
-                  "--out", str(out))
+    sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "--duration", "2",
+                  "--repeat", "5", "--out", str(out))
     seen: dict[int, str] = {}
     deadline = time.monotonic() + 60
     while not (out / "results.json").exists() or not json.loads((out / "results.json").read_text())["records"]:

@@ -1,12 +1,12 @@
-"""report.md of a run: environment, one section per workload with a generated verdict,
-tables (median [min–max]) and the plots (pure: the run in, text out)."""
+"""report.md of a run: what it shows (bench.analysis.lessons), environment, one section per workload
+with a generated verdict, tables (median [min–max]) and the plots (pure: the run in, text out)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench import subjects
-from bench.analysis import experiments, plots
+from bench.analysis import experiments, lessons, plots
 from bench.analysis.metrics import FIGURES, TABLED
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
@@ -104,10 +104,26 @@ def environment_lines(run: Run) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows.items())]
 
 
+def own_settings(config: dict) -> str:
+    """What the preset chose for some workloads: fewer repeats, longer runs (absent from older runs)."""
+    chosen: dict[str, list[str]] = {}
+    for w in config["workloads"]:
+        if (count := w.get("repeat")) and count < config["repeat"]:
+            chosen.setdefault(f"{count} repeat(s)", []).append(w["name"])
+        if (seconds := w.get("duration_s")) and seconds != config["duration_s"]:
+            chosen.setdefault(f"{seconds} s", []).append(w["name"])
+    if not chosen:
+        return ""
+    return (" (" + "; ".join(f"{setting} for {', '.join(names)}" for setting, names in chosen.items()) +
+            ": the preset's choice, fewer repeats where the spread is small against the differences; a single "
+            "repeat shows no spread)")
+
+
 def method_line(run: Run) -> str:
     config = run.config
-    return (f"Preset `{config['preset']}`: {config['repeat']} repeat(s) of {config['duration_s']} s per point "
-            f"after a {config['warmup_s']} s warm-up per connection count (not recorded); wrk with "
+    return (f"Preset `{config['preset']}`: {config['repeat']} repeat(s) of {config['duration_s']} s per point"
+            f"{own_settings(config)} after a {config['warmup_s']} s warm-up per connection count (not recorded); "
+            f"wrk with "
             f"{config['wrk_threads']} thread(s), {config['wrk_timeout_s']} s timeout. Cells: median "
             f"[min–max] over the repeats. {CLIENT_BOUND_MARK} marks client-bound points: wrk used "
             f"≥{SATURATED_CPU_SHARE:.0%} of its CPU while the server used less than that of its own, "
@@ -120,7 +136,8 @@ def method_line(run: Run) -> str:
 def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:
     lines = [f"# swissknife benchmark `{run.name}`", "",
              f"Run {run.status}: started {run.started_at}, finished {run.finished_at or '—'}, "
-             f"{len(run.records)} records.", "", "## Environment", "", *environment_lines(run), "",
+             f"{len(run.records)} records.", "", *lessons.markdown(lessons.lessons(run.records)),
+             "## Environment", "", *environment_lines(run), "",
              method_line(run), ""]
     for workload in run.config["workloads"]:
         workload_cells = [c for c in cells if c.workload == workload["name"]]
