@@ -99,9 +99,20 @@ class SecurityWatch:
         return len(commands) >= 1 and all("io-uring" in command and "servers" in command for command in commands)
 
 
+def status_fields(client: docker.DockerClient, **options) -> dict[str, str]:
+    """A default container's capability sets and seccomp mode (/proc/self/status) on `client`'s engine."""
+    out = client.containers.run(IMAGE, ["grep", "-E", "^(Cap(Eff|Bnd)|Seccomp):", "/proc/self/status"],
+                                remove=True, **options)
+    return dict(line.split(":\t") for line in out.decode().splitlines())
+
+
 def test_engine_26_blocks_io_uring_and_the_runner_unconfines_that_server_alone(engine26, monkeypatch):
     client = engine26.client()
     assert client.version()["Version"].startswith("26.1.5")
+    # The same default capabilities as 20.10's (the runner adds and drops the same ones on both), and a
+    # seccomp filter (mode 2) that the option takes away.
+    assert status_fields(client) == status_fields(CLIENT) == {**status_fields(CLIENT), "Seccomp": "2"}
+    assert status_fields(client, security_opt=[SECCOMP_OFF])["Seccomp"] == "0"
     # Its default profile, as any user's Engine 25+: the io-uring server says why and exits 3.
     blocked = client.containers.run(IMAGE, ["python3", "-m", "servers", "io-uring", "--host", "::1", "-p", "18099"],
                                     detach=True, network_mode="host", labels={ROLE_LABEL: "probe"})
