@@ -22,6 +22,7 @@ command -v runc >/dev/null || die "no runc on PATH: install the host's engine fi
 if [ ! -f "$dir/versions" ]; then
     echo "fetch-engine: fetching docker.io and containerd from Debian trixie into $dir" >&2
     rm -rf "$dir.partial"
+    trap 'rm -rf "$dir.partial"' EXIT  # whatever stops the fetch
     trixie_download "$dir.partial/deb" docker.io containerd
     for deb in "$dir.partial"/deb/*.deb; do dpkg-deb -x "$deb" "$dir.partial/root"; done
     mkdir -p "$dir.partial/bin"
@@ -29,7 +30,6 @@ if [ ! -f "$dir/versions" ]; then
         ln -s "../root/$tool" "$dir.partial/bin/"
     done
     if ! versions=$("$dir.partial/bin/dockerd" --version 2>&1 && "$dir.partial/bin/containerd" --version 2>&1); then
-        rm -rf "$dir.partial"
         echo "error: trixie's engine does not run on this host: $versions" >&2
         exit 3
     fi
