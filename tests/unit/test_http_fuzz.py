@@ -221,10 +221,9 @@ def statuses_of(stream: bytes) -> list[int]:
     return check_conversation(answer_all(connection, [stream]), connection)
 
 
-@settings(max_examples=300, deadline=None)
-@given(case=invalid_request())
-def test_every_prefix_of_an_invalid_request_gets_its_refusal_or_waits(case: tuple[bytes, int]) -> None:
-    data, damage_at = case
+def assert_prefixes_refused_by_the_damaged_line(data: bytes, damage_at: int) -> None:
+    """`data` is one refused request; each prefix gets the same refusal or none yet, and by the end of the line
+    that holds `data[damage_at]` it has come."""
     whole = statuses_of(data)
     assert len(whole) == 1 and whole[0] >= 400, (data, whole)
     answered = [len(statuses_of(data[:end])) for end in range(len(data) + 1)]
@@ -232,7 +231,23 @@ def test_every_prefix_of_an_invalid_request_gets_its_refusal_or_waits(case: tupl
         assert statuses_of(data[:end]) == whole[:count]  # the same verdict, or none yet: never a 2xx
     assert answered == sorted(answered)  # once refused, refused: more bytes never take it back
     refused_at = answered.index(1)  # the shortest refused prefix
-    assert refused_at <= data.index(b"\n", damage_at) + 1, (data, refused_at)  # by the end of the damaged line
+    assert refused_at <= data.index(b"\n", damage_at) + 1, (data, refused_at)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=invalid_request())
+def test_every_prefix_of_an_invalid_request_gets_its_refusal_or_waits(case: tuple[bytes, int]) -> None:
+    assert_prefixes_refused_by_the_damaged_line(*case)
+
+
+def test_a_bare_cr_or_lf_at_every_position_of_a_head_is_refused() -> None:
+    request = b"POST /bytes/5?q=1 HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nX-A: b c\r\n\r\nhello"
+    head_end = request.index(b"\r\n\r\n") + 4
+    for at in range(head_end):
+        assert_prefixes_refused_by_the_damaged_line(request[:at] + b"\r" + request[at:], at)
+        if at < head_end - 1:  # an LF between the last CR and LF would end the head, before a stray LF
+            after_cr = request[at - 1:at] == b"\r"  # the LF put there ends the line: the one after it is bare
+            assert_prefixes_refused_by_the_damaged_line(request[:at] + b"\n" + request[at:], at + after_cr)
 
 
 def outcome(parse: Callable[[], Request | None], head: Head) -> object:
