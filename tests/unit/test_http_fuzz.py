@@ -259,7 +259,7 @@ def outcome(parse: Callable[[], Request | None], head: Head) -> object:
     return request and (request, head.content_length, head.end)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=streams())
 def test_the_shortcuts_parse_as_the_line_parser_does(data: bytes) -> None:
     lines = Head()
