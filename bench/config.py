@@ -74,6 +74,7 @@ class Experiment:
     workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
     axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
     servers: tuple[str, ...] | None = None  # the models it compares, when not every one (and no --servers)
+    across_runs: bool = False  # compares whole runs (bench gil): one run's report has no section of it
 
     def includes(self, workload_name: str) -> bool:
         return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
@@ -97,7 +98,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
     Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
                "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
-               ("plaintext", "sleep-5", "cpu-200"), servers=("threaded", "epoll-pool", "epoll", "reuseport")),
+               ("plaintext", "sleep-5", "cpu-200"), servers=("threaded", "epoll-pool", "epoll", "reuseport"),
+               across_runs=True),
 )}
 
 
