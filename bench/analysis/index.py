@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.analysis.document import Document, Entry, Section, Table, Text, page_of
+from bench.analysis.document import Bullets, Document, Entry, Section, Table, Text, page_of
 from bench.analysis.html import page
 from bench.errors import BenchError
 from bench.results import JSON_NAME, Run, load, write_atomic
@@ -37,14 +37,24 @@ def row(root: Path, run_dir: Path, run: Run) -> list[Entry]:
             Entry(f"{ok} ok, {failed} failed", failed)]
 
 
+def comparisons_under(root: Path) -> list[Path]:
+    """Pages that compare runs: `bench compare --html` pages and `bench gil` directories' reports."""
+    gil = [page for path in root.rglob("report.md") if not (path.parent / JSON_NAME).exists()
+           if (page := page_of(path.parent))]
+    return sorted([*root.rglob("compare-*.html"), *gil])
+
+
 def index_document(root: Path) -> Document:
     runs = runs_under(root)
+    sections = [Section("Runs", [Table(["run", "started (UTC)", "preset", "machine", "runner", "status", "records",
+                                        "points"], [row(root, d, r) for d, r in runs], align="llllllrr")])]
+    if pages := comparisons_under(root):
+        sections.append(Section("Comparisons", [Bullets([f"[{page.relative_to(root).as_posix()}]"
+                                                         f"({page.relative_to(root).as_posix()})" for page in pages])]))
     return Document(f"swissknife runs in `{root.name or root.resolve().name}`",
                     [Text(f"{len(runs)} runs, newest first. Click a heading to sort; each run links its report "
                           "(report.html, or report.md for a run not redrawn since: `python3 -m bench plot DIR`).")],
-                    [Section("Runs", [Table(["run", "started (UTC)", "preset", "machine", "runner", "status",
-                                             "records", "points"], [row(root, d, r) for d, r in runs],
-                                            align="llllllrr")])])
+                    sections)
 
 
 def write_index(root: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.analysis.html import inline
+from bench.analysis.index import write_index
 from bench.analysis.report import document, write_gil_report
 from bench.analysis.summary import summarize
 from bench.errors import BenchError
@@ -143,3 +144,5 @@ def test_the_index_lists_every_run_with_a_link_and_compare_writes_a_page(tmp_pat
     assert "ranges overlap in 44 of 48 cells (92%)" in page and "ranges overlap in 44 of 48" in done.stdout
     assert '<a href="runners-process/report.md">' in page  # the runs' pages (not redrawn here), relative to it
     assert "wall time: A 468 s, B 484 s (B/A 1.03)" in page
+    index = write_index(tmp_path).read_text()  # now with the comparison
+    assert '<a href="2026-12-01/compare-runners-process-vs-runners-docker.html">' in index
