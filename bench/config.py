@@ -117,10 +117,13 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(("epoll", "blocking"), ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    # 484 s (results/2026-12-01/runners-docker) with the docker runner, 468 s (results/2026-12-01/runners-process)
+    # with the process runner.
     "quick": Preset(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
-    # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
+    # Every workload at two connection counts: 48 min (results/reference-docker) with the docker runner on a
+    # 2-core host, 28 min (results/reference) with the process runner and the older HTTP core.
     # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only reuseport
-    # and nginx run (a minute or two more), the others are unsupported there.
+    # and nginx run, the others are unsupported there.
     "full": Preset(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }
 DEFAULT_PRESET = "quick"
