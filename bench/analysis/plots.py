@@ -113,6 +113,7 @@ def draw_histograms(records: list[Record], run_dir: Path, plot_dir: Path) -> lis
     for workload in dict.fromkeys(r.workload for r in records):
         if not (found := histograms(records, run_dir, workload)):
             continue
+        plot_dir.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for server, histogram in found.items():
             total = sum(count for _, count in histogram)

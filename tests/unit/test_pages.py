@@ -82,17 +82,21 @@ def test_the_published_pages_are_what_the_code_writes():
 
 
 def test_latency_histograms_kept_by_a_run_over_several_clients_are_drawn(tmp_path):
-    from bench.analysis.report import write_outputs
+    from bench.analysis import plots
     run_dir = trimmed_run(tmp_path, {"plaintext"})
     (run_dir / WRK_DIR).mkdir()
-    for index, name in enumerate(("epoll-c8", "epoll-c64"), 1):  # two wrk runs made together
-        report = asdict(parse((WRK_DATA / f"{name}.out").read_text()))
+    kept = [parse((WRK_DATA / f"{name}.out").read_text()) for name in ("epoll-c8", "epoll-c64")]  # run together
+    for index, report in enumerate(kept, 1):
         (run_dir / WRK_DIR / f"plaintext-epoll-c256-r1-client{index}.json").write_text(
-            json.dumps({"engine": f"engine-{index}", **report}))
-    assert run_dir / "plots" / "plaintext-histogram.png" in write_outputs(run_dir)
-    assert "![plaintext histogram](plots/plaintext-histogram.png)" in (run_dir / "report.md").read_text()
-    assert '<img src="plots/plaintext-histogram.svg"' in (run_dir / "report.html").read_text()
+            json.dumps({"engine": f"engine-{index}", **asdict(report)}))
+    records = load(run_dir).records
+    assert plots.draw_histograms(records, run_dir, run_dir / "plots") == [run_dir / "plots" / "plaintext-histogram.png"]
     assert "<text" in (run_dir / "plots" / "plaintext-histogram.svg").read_text()  # text as text: searchable
+    report, html = pages(run_dir)
+    assert "![plaintext histogram](plots/plaintext-histogram.png)" in report
+    assert '<img src="plots/plaintext-histogram.svg"' in html
+    (merged,) = plots.histograms(records, run_dir, "plaintext").values()  # epoll's, both clients summed
+    assert sum(count for _, count in merged) == sum(count for report in kept for _, count in report.histogram)
 
 
 def test_the_idle_axis_spreads_0_1000_5000_and_10000_apart(tmp_path):
@@ -123,25 +127,22 @@ def test_plot_on_a_folder_that_merely_holds_runs_points_at_bench_index(tmp_path)
     assert not list(tmp_path.glob("report.*"))
 
 
-def test_the_index_lists_every_run_with_a_link_and_compare_writes_a_page(tmp_path):
+def test_the_index_lists_every_run_with_a_link_and_compare_writes_a_page(tmp_path, capsys):
+    from bench.cli import main
     for name in ("runners-process", "runners-docker"):
         shutil.copytree(ROOT / "results" / "2026-12-01" / name, tmp_path / "2026-12-01" / name,
                         ignore=shutil.ignore_patterns("plots"))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text("{")  # skipped, not fatal
-    done = subprocess.run([sys.executable, "-m", "bench", "index", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert main(["index", str(tmp_path)]) == 0
     index = (tmp_path / "index.html").read_text()
     assert index.index("2026-12-01/runners-docker") < index.index("2026-12-01/runners-process")  # newest first
     assert '<a href="2026-12-01/runners-process/report.md">2026-12-01/runners-process</a>' in index
     assert "<td class=\"l\">quick</td>" in index and "<td class=\"l\">docker</td>" in index
     a, b = tmp_path / "2026-12-01" / "runners-process", tmp_path / "2026-12-01" / "runners-docker"
-    done = subprocess.run([sys.executable, "-m", "bench", "compare", str(a), str(b), "--html"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert main(["compare", str(a), str(b), "--html"]) == 0
     page = (tmp_path / "2026-12-01" / "compare-runners-process-vs-runners-docker.html").read_text()
-    assert "ranges overlap in 44 of 48 cells (92%)" in page and "ranges overlap in 44 of 48" in done.stdout
+    assert "ranges overlap in 44 of 48 cells (92%)" in page and "ranges overlap in 44 of 48" in capsys.readouterr().out
     assert '<a href="runners-process/report.md">' in page  # the runs' pages (not redrawn here), relative to it
     assert "wall time: A 468 s, B 484 s (B/A 1.03)" in page
     index = write_index(tmp_path).read_text()  # now with the comparison
