@@ -1,8 +1,9 @@
 """python3 -m bench [options]      sweep servers x workloads x connection counts
 python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
 python3 -m bench gil [opts]       the gil experiment: with and without the GIL, on one CPU and on two
-python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json (a gil DIR: its report)
-python3 -m bench compare A B      per-point ratios B/A of two runs
+python3 -m bench plot DIR         redraw plots, report.md and report.html from DIR/results.json (a gil DIR: its report)
+python3 -m bench index [DIR]      DIR/index.html (default results/): every run under DIR, linked to its page
+python3 -m bench compare A B      per-point ratios B/A of two runs (--html: as a page too)
 python3 -m bench ship-image --from ENGINE --to ENGINE   copy the image to another Docker engine
 """
 
@@ -18,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import subjects
+from bench.analysis.compare import write_comparison
+from bench.analysis.index import write_index
 from bench.analysis.report import write_gil_report, write_outputs
 from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, WORKLOADS, SweepConfig, workload
 from bench.console import RESULTS_DIR, console, print_comparison, print_paths, print_subjects, run_shown
@@ -316,12 +319,21 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
 
 
 def plot_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
+    parser = argparse.ArgumentParser(prog="python3 -m bench plot",
+                                     description="Redraw plots, report.md and report.html of a run.")
     parser.add_argument("directory", type=Path)
     directory = parser.parse_args(argv).directory
     # A gil experiment's directory holds one run per subdirectory: redraw the comparison.
     paths = write_outputs(directory) if (directory / JSON_NAME).exists() else write_gil_report(directory)
     print_paths(paths)
+    return 0
+
+
+def index_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench index",
+                                     description="Write DIR/index.html: every run under DIR with a link to its page.")
+    parser.add_argument("directory", type=Path, nargs="?", default=RESULTS_DIR)
+    print_paths([write_index(parser.parse_args(argv).directory)])
     return 0
 
 
@@ -332,8 +344,13 @@ def compare_command(argv: list[str]) -> int:
                     "ranges, the servers' order, wall time, disturbed points.")
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
+    parser.add_argument("--html", nargs="?", type=Path, const=True, metavar="FILE",
+                        help="also write it as a page (default: compare-A-vs-B.html beside B)")
     args = parser.parse_args(argv)
     print_comparison(args.a, args.b)
+    if args.html:
+        page = args.b.parent / f"compare-{args.a.name}-vs-{args.b.name}.html" if args.html is True else args.html
+        print_paths([write_comparison(args.a, args.b, page)])
     return 0
 
 
@@ -354,8 +371,8 @@ def ship_image_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command, "gil": gil_command,
-            "ship-image": ship_image_command}
+COMMANDS = {"plot": plot_command, "index": index_command, "compare": compare_command, "profile": profile_command,
+            "gil": gil_command, "ship-image": ship_image_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,7 @@ class Experiment:
     workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
     axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
     servers: tuple[str, ...] | None = None  # the models it compares, when not every one (and no --servers)
+    across_runs: bool = False  # compares whole runs (bench gil): one run's report has no section of it
 
     def includes(self, workload_name: str) -> bool:
         return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
@@ -106,7 +107,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
     Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
                "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
-               ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS),
+               ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS, across_runs=True),
 )}
 
 
@@ -147,11 +148,14 @@ PRESETS: dict[str, Preset] = {
                     variants=(replace(WORKLOADS["idle-1000"], repeat=1), replace(WORKLOADS["idle-10000"], repeat=1),
                               replace(WORKLOADS["sleep-5"], connections=(256,), repeat=1, duration_s=2),
                               replace(WORKLOADS["churn"], connections=(16,), repeat=1))),
+    # 484 s (results/2026-12-01/runners-docker) with the docker runner, 468 s (results/2026-12-01/runners-process)
+    # with the process runner, when it was the quick preset.
     "plaintext": Preset("every server on plaintext at 4-512 connections, 3 repeats (the quick preset before "
                         "issue 27)", None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
-    # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
-    # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only reuseport
-    # and nginx run (a minute or two more), the others are unsupported there.
+    # Every workload at two connection counts: 48 min (results/reference-docker) with the docker runner on a
+    # 2-core host, 28 min (results/reference) with the process runner and the older HTTP core.
+    # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only the
+    # multi-process servers run, the others are unsupported there.
     "full": Preset("every workload and experiment, 16 and 256 connections, 3 repeats", None,
                    tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }

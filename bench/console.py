@@ -12,13 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import subjects
-from bench.analysis.compare import agreement_lines, compare
-from bench.analysis.metrics import METRICS
-from bench.analysis.summary import summarize
+from bench.analysis.compare import agreement_lines, comparison_table
+from bench.analysis.index import write_index
 from bench.config import SweepConfig
-from bench.errors import BenchError
 from bench.lifecycle import Interrupted, RunEvents, execute
-from bench.results import Record, Run, ServerProfile, load
+from bench.results import JSON_NAME, Record, Run, ServerProfile, load
 from bench.runners import REPO_ROOT, Runner
 from bench.sweep import estimated_wall_s
 
@@ -89,10 +87,13 @@ def run_shown(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
             progress.console.print(f"{interrupted}: sweep stopped, records kept in {shown(out)} "
                                    f"(redraw: python3 -m bench plot {shown(out)})", highlight=False, soft_wrap=True)
             return interrupted.exit_code
+        finally:
+            if out.resolve().is_relative_to(RESULTS_DIR) and (out / JSON_NAME).exists():
+                write_index(RESULTS_DIR)  # the list of runs includes this one, finished or not
     failed = sum(r.status == "failed" for r in run.records)
     unsupported = sum(r.status == "unsupported" for r in run.records)
     console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
-                  f"{failed} failed, {unsupported} unsupported by their model; report: {shown(out / 'report.md')}",
+                  f"{failed} failed, {unsupported} unsupported by their model; report: {shown(out / 'report.html')}",
                   highlight=False, soft_wrap=True)
     return 1 if failed else 0
 
@@ -105,21 +106,12 @@ def print_paths(paths: list[Path]) -> None:
 def print_comparison(a: Path, b: Path) -> None:
     """The medians of two runs side by side with their ratios B/A, then how far B reproduces A."""
     run_a, run_b = load(a), load(b)
-    rows = compare(summarize(run_a.records), summarize(run_b.records))
-    if not rows:
-        raise BenchError("the two runs share no (workload, server, connections) point")
+    found = comparison_table(run_a, run_b)
     table = Table(title=f"medians of A = {a} and B = {b}")
-    for heading in ("workload", "server", "conn."):
-        table.add_column(heading)
-    # Ratios of the metrics either run has for some point (a plaintext run has no idle-memory columns).
-    shown_metrics = [m for m in METRICS.values() if m.compared and any(row.ratio[m.key] is not None for row in rows)]
-    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in shown_metrics)):
-        table.add_column(heading, justify="right")
-    for row in rows:
-        throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
-                      for side in (row.a, row.b)]
-        ratios = [f"{row.ratio[m.key]:.2f}" if row.ratio[m.key] is not None else "—" for m in shown_metrics]
-        table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
+    for index, heading in enumerate(found.columns):
+        table.add_column(heading, justify="right" if found.aligned(index) == "r" else "left")
+    for row in found.rows:
+        table.add_row(*(entry.text for entry in row))
     # Pipes get rich's default 80 columns, too few for this table.
     wide = Console(width=None if console.is_terminal else 160)
     wide.print(table)

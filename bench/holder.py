@@ -54,7 +54,8 @@ ACCEPT_STALL_S = 3.0
 PER_HOLDER = 15_000  # below the 20,000 open files one process may have on our hosts
 # Connections from one source address to the server's one port. The client namespace has 64,512 ports,
 # but connect() searches them for a free one per (source, destination), and that search grows slow as
-# they fill: here 100,000 connections over two addresses took 112 s to open, over seven 2 s.
+# they fill: here 100,000 connections over two addresses took 112 s to open (a hand-run, no results file kept),
+# over seven 4.3 s (results/2026-12-01/c100k: reuseport's idle_open_s).
 PER_ADDRESS = 15_000
 OPEN_TIMEOUT_S = 60.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Python 3.12+ names it

@@ -223,7 +223,7 @@ BUILT_IN: tuple[Subject, ...] = (
     Subject("floor", "reference", "the cheapest Python loop: epoll, a prebuilt answer to kept-alive GET /",
             ("{python}", "-m", "servers", "floor", "--host", "{host}", "--port", "{port}", *OUR_TIMEOUTS),
             ("/",), keep_alive_only=True, python_frames=True),
-    Subject("nginx", "reference", "nginx (C, event-driven epoll), one worker: the kernel-bound baseline",
+    Subject("nginx", "reference", "C, event-driven (epoll), one worker: the kernel-bound baseline",
             # bench.nginx writes its files into {scratch}, then becomes nginx.
             ("{python}", "-m", "bench.nginx", "{scratch}", "{host}", "{port}"), ("/", "/bytes/N"),
             workers=("{workers}",), default_workers=1, limits=Limits(processes="workers"),

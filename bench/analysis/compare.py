@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from bench.analysis import html
+from bench.analysis.document import Bullets, Document, Entry, Section, Table, Text, page_of
 from bench.analysis.metrics import METRICS
 from bench.analysis.summary import Cell, median, summarize
-from bench.results import Run
+from bench.errors import BenchError
+from bench.results import Run, load, write_atomic
 
 
 @dataclass(frozen=True)
@@ -117,3 +122,38 @@ def wall_time_s(run: Run) -> float | None:
     if run.finished_at is None:
         return None
     return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
+
+
+def comparison_table(run_a: Run, run_b: Run) -> Table:
+    """The medians' requests/s of both runs and the ratios B/A of the metrics either run has for some point."""
+    rows = compare(summarize(run_a.records), summarize(run_b.records))
+    if not rows:
+        raise BenchError("the two runs share no (workload, server, connections) point")
+    # Ratios of the metrics either run has for some point (a plaintext run has no idle-memory columns).
+    shown = [m for m in METRICS.values() if m.compared and any(row.ratio[m.key] is not None for row in rows)]
+    return Table(["workload", "server", "conn.", "req/s A", "req/s B", *(f"{m.short} B/A" for m in shown)], [
+        [Entry(row.workload), Entry(row.server), Entry(str(row.connections), row.connections),
+         *(Entry(f"{side['requests_per_s']:,.0f}", side["requests_per_s"]) if side["requests_per_s"]
+           else Entry("failed") for side in (row.a, row.b)),
+         *(Entry(f"{row.ratio[m.key]:.2f}", row.ratio[m.key]) if row.ratio[m.key] is not None else Entry("—")
+           for m in shown)]
+        for row in rows], align="ll" + "r" * (3 + len(shown)))
+
+
+def comparison(a: str, run_a: Run, b: str, run_b: Run) -> Document:
+    """`bench compare A B` as a page: how far B reproduces A, then its table; `a`, `b`: links to the runs' pages."""
+    return Document(f"swissknife comparison: B = `{run_b.name}` against A = `{run_a.name}`",
+                    [Bullets([f"A: [{run_a.name}]({a}), started {run_a.started_at}",
+                              f"B: [{run_b.name}]({b}), started {run_b.started_at}"])],
+                    [Section("Does B reproduce A?", [Text(line.strip()) for line in agreement_lines(run_a, run_b)]),
+                     Section("Medians and ratios B/A", [comparison_table(run_a, run_b)])])
+
+
+def write_comparison(a: Path, b: Path, page: Path) -> Path:
+    """The comparison page of runs `a` and `b` at `page`, linking their reports relatively."""
+    def link(run_dir: Path) -> str:
+        target = page_of(run_dir) or run_dir
+        return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
+
+    write_atomic(page, html.page(comparison(link(a), load(a), link(b), load(b))))
+    return page

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.analysis.document import Section, Text
 from bench.analysis.summary import Cell, median, summarize
 from bench.config import Workload, workload
 from bench.results import Record
@@ -300,12 +301,11 @@ def lessons(records: list[Record]) -> list[Lesson]:
     return [found for lesson in LESSONS if (found := lesson(measured)) is not None]
 
 
-def markdown(found: list[Lesson]) -> list[str]:
-    """The section of report.md, as lines."""
-    lines = [f"## {HEADING}", "",
-             f"Generated from this run's records: medians of the ok repeats; two figures tie when their repeats' "
-             f"[min–max] ranges overlap or their medians are within {TIE_SHARE:.0%}. A lesson this run did not "
-             f"measure is left out.", ""]
+def section(found: list[Lesson]) -> Section:
+    """The report's opening section (report.md and report.html)."""
+    intro = Text(f"Generated from this run's records: medians of the ok repeats; two figures tie when their repeats' "
+                 f"[min–max] ranges overlap or their medians are within {TIE_SHARE:.0%}. A lesson this run did not "
+                 f"measure is left out.")
     if not found:
-        return [*lines, "This run measured none of the points the lessons compare.", ""]
-    return [*lines, *(line for lesson in found for line in (f"**{lesson.title}.** {lesson.text}", ""))]
+        return Section(HEADING, [intro, Text("This run measured none of the points the lessons compare.")])
+    return Section(HEADING, [intro, *(Text(f"**{lesson.title}.** {lesson.text}") for lesson in found)])

@@ -72,7 +72,7 @@ def fake_run(tmp_path: Path, gil: bool, cpus: int, rps: dict[str, float]) -> Pat
     records.append(Record("reuseport", "cpu-200", 64, 1, "unsupported", failure="not here"))
     environment = reference["environment"] | {"server_python": {
         "executable": "/x", "version": "3.13.5", "free_threaded_build": not gil, "gil_enabled": gil}}
-    config = reference["config"] | {"server_cpus": list(range(cpus))}
+    config = reference["config"] | {"server_cpus": list(range(cpus)), "preset": "gil"}
     run = Run(name, "complete", "now", environment, config, records=records,
               profiling=Profiling(2, 1.5, [], profiles=profiles))
     save(run_dir, run)
@@ -84,7 +84,8 @@ def test_the_comparison_states_what_removing_the_gil_changes_from_the_numbers(tm
     fake_run(tmp_path, True, 2, {"threaded": 4000, "epoll": 4200})
     fake_run(tmp_path, False, 1, {"threaded": 3600, "epoll": 4000})
     fake_run(tmp_path, False, 2, {"threaded": 7200, "epoll": 4000})
-    (report,) = write_gil_report(tmp_path)
+    report, page = write_gil_report(tmp_path)
+    assert page.name == "report.html"
     text = report.read_text()
     assert "CPython 3.13.5 (the same version)" in text
     assert "| threaded | no GIL, 2 CPUs | 7,344 | 500.0 | 1.50 | 30.0 |" in text  # medians: the second repeat

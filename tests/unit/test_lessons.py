@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.analysis.lessons import HEADING, lessons, markdown
+from bench.analysis.document import Text
+from bench.analysis.lessons import HEADING, lessons, section
 from bench.analysis.report import write_outputs
 from bench.analysis.summary import median, summarize
 from bench.results import Record, load
@@ -133,4 +134,4 @@ def test_every_report_opens_with_what_the_run_shows(tmp_path):
     assert report.index(f"## {HEADING}") < report.index("## Environment")
     assert "**A blocking handler: threads against one loop.**" in report
     assert "Idle connections" not in report.split("## Environment")[0]  # not measured: left out
-    assert markdown([])[-2] == "This run measured none of the points the lessons compare."
+    assert section([]).blocks[-1] == Text("This run measured none of the points the lessons compare.")

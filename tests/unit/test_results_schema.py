@@ -8,7 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench.analysis.report import environment_lines
+from bench.analysis.document import table_lines
+from bench.analysis.report import environment_table
 from bench.errors import BenchError
 from bench.results import ENGINE_FIELDS_6, SCHEMA_VERSION, Run, load, schema, upgraded
 from bench.runners.engines import seccomp_profile
@@ -85,7 +86,8 @@ def test_schema_5_engines_get_null_engine_facts_and_the_report_prints_what_there
     jsonschema.validate(now, schema())
     assert [set(e) - set(before) for e in now["environment"]["engines"]] == [set(ENGINE_FIELDS_6)] * 2
     assert {e[key] for e in now["environment"]["engines"] for key in ENGINE_FIELDS_6} == {None}
-    row = next(line for line in environment_lines(Run.from_json(now)) if line.startswith("| engine 1 (server)"))
+    lines = table_lines(environment_table(Run.from_json(now)))
+    row = next(line for line in lines if line.startswith("| engine 1 (server)"))
     assert row.endswith("Docker 20.10.24+dfsg1 |")
 
 
@@ -93,7 +95,7 @@ def test_every_engine_is_recorded_with_its_api_cgroup_and_seccomp_and_reported()
     document = current()
     document["environment"] = {**document["environment"], "engines": [ENGINE_20, ENGINE_26]}
     jsonschema.validate(document, schema())
-    lines = environment_lines(Run.from_json(document))
+    lines = table_lines(environment_table(Run.from_json(document)))
     assert ("| engine 2 (client) | `unix:///var/tmp/sk-engine26-x/docker.sock`: host vm, daemon "
             "72284830-7d29-47de-9cb6-f91b9edcd54f, kernel 6.18.44, 2 CPUs, Docker 26.1.5+dfsg1 (API 1.45, containerd "
             "1.7.24~ds1-6+deb13u1, runc 1.1.5+ds1-1+deb12u1), cgroup v1 (cgroupfs driver), seccomp profile builtin |"
