@@ -159,7 +159,8 @@ def test_a_connection_whose_set_up_fails_is_closed_and_only_it(variant: str) -> 
         with running.client() as client:
             assert client.get("/").status == 200
         assert settled_descriptor_count(running, target=baseline) == baseline
-        assert "Operation not permitted" in running.stderr()  # logged
+        if variant != "asyncio-uvloop":  # uvloop sets its transports up in C and closes them without a word
+            assert "Operation not permitted" in running.stderr()  # logged
     finally:
         assert running.stop() == 0
 
@@ -254,6 +255,21 @@ def limit_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
 
 
+def served_again(running: RunningServer, attempts: int) -> int:
+    """The status a new connection gets, trying up to `attempts` connections: libuv (under uvloop) sheds what it
+    cannot take by accepting on a reserved descriptor and closing at once (uv__emfile_trick), and a connection
+    that arrives while it still sheds the backlog is reset, the next one served."""
+    for attempt in range(attempts):
+        try:
+            with running.client() as client:
+                return client.get("/").status
+        except ConnectionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("no attempt")
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_out_of_descriptors_the_server_waits_then_serves_again(variant: str) -> None:
     running = start_server(*VARIANTS[variant], preexec_fn=limit_descriptors)
@@ -281,8 +297,7 @@ def test_out_of_descriptors_the_server_waits_then_serves_again(variant: str) -> 
         for client in held:
             client.sock.close()
         held.clear()
-        with running.client() as client:
-            assert client.get("/").status == 200
+        assert served_again(running, 5 if variant == "asyncio-uvloop" else 1) == 200
         assert settled_descriptor_count(running, target=baseline) == baseline
         if variant != "asyncio-uvloop":  # libuv sheds the connections it cannot take, silently
             assert "Too many open files" in running.stderr()
