@@ -73,7 +73,7 @@ def test_compose_bench_from_nothing_to_nothing_twice(tmp_path):
         (run,) = [p for p in results.iterdir() if p.is_dir()]  # beside index.html
         assert {p.name for p in run.iterdir()} >= {"results.json", "results.csv", "report.md", "plots"}
         # Paths as the host names them, never the container's.
-        assert f"report: {results}/{run.name}/report.md" in done.stdout, done.stdout
+        assert f"report: {results}/{run.name}/report.html" in done.stdout, done.stdout
         assert "/opt/swissknife" not in done.stdout + done.stderr, done.stdout + done.stderr
         assert list((run / "plots").glob("*.png"))
         document = json.loads((run / "results.json").read_text())
