@@ -74,6 +74,55 @@ def test_every_quoted_number_is_the_reference_runs_median():
     assert quoted >= 50
 
 
+PEERS_RUN = "2026-12-03/subjects"
+PEER_COLUMNS = [("plaintext", 16), ("plaintext", 256), ("sleep-5", 256), ("cpu-200", 256)]
+
+
+def peer_claims() -> list[str]:
+    """The phrases of the peers' section, from the subjects run."""
+    ok = [r for r in run(PEERS_RUN).records if r.status == "ok"]
+
+    def at(server: str, workload: str = "plaintext", connections: int = 16) -> float:
+        return cpu(workload, server, connections, PEERS_RUN)
+
+    def served(server: str) -> str:
+        return f"{rps('sleep-5', server, 256, PEERS_RUN):,.0f}"
+
+    epoll, uvicorn, granian, gthread, gevent, pool = (at(s) for s in (
+        "epoll", "uvicorn", "granian", "gunicorn-gthread", "gunicorn-gevent", "epoll-pool"))
+    return [
+        f"{sum(r.disturbed for r in ok)} of its {len(ok)} measured points",
+        f"epoll {epoll:.1f} µs, uvicorn {uvicorn:.1f} ({uvicorn / epoll:.1f}×), granian {granian:.1f} "
+        f"({granian / epoll:.1f}×), gunicorn-gthread {gthread:.0f} ({gthread / epoll:.0f}×)",
+        f"{gthread - gevent:.0f} µs per request more than gunicorn-gevent ({gthread:.0f} against {gevent:.0f})",
+        f"({pool - epoll:.0f} µs: {pool:.1f} against {epoll:.1f})",
+        f"gunicorn-gthread {served('gunicorn-gthread')}, epoll-pool {served('epoll-pool')} requests/s",
+        f"gunicorn-gevent served {served('gunicorn-gevent')} requests/s against epoll's {served('epoll')}, "
+        f"uvicorn's {served('uvicorn')} and threaded's {served('threaded')}",
+    ]
+
+
+def test_the_peers_table_is_the_subjects_runs_medians():
+    text = README.read_text()
+    table = text[text.index("## The peers beside the models"):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[server] = row
+    assert set(rows) == set(run(PEERS_RUN).config["servers"])
+    peers = {"uvicorn", "granian", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "aiohttp", "tornado"}
+    assert peers <= set(rows)
+    for server, row in rows.items():
+        for text_cell, (workload, connections) in zip(row, PEER_COLUMNS, strict=True):
+            cell = cells(PEERS_RUN)[(workload, server, connections)]
+            if (requests := median(cell, "requests_per_s")) is None:
+                assert text_cell == "—", (server, workload, text_cell)
+                continue
+            per_request = median(cell, "cpu_us_per_request")
+            assert text_cell == f"{requests:,.0f} / {per_request:.1f}" if per_request < 100 else \
+                text_cell == f"{requests:,.0f} / {per_request:,.0f}", (server, workload, text_cell)
+
+
 def claims() -> list[str]:
     """Each phrase of results/README.md's prose that holds a number, written from the results files."""
     reference = run("reference-docker")
@@ -129,6 +178,7 @@ def claims() -> list[str]:
         f"floor {shares['floor']['network']:.1f} %, {shares['floor']['multiplexing']:.1f} % and "
         f"{shares['floor']['python']:.1f} %",
         f"overlap in {overlapping} of\n  {len(shared)} cells",
+        *peer_claims(),
     ]
 
 
