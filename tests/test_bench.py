@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench import procfs
+from bench import procfs, subjects
 from bench.config import WORKLOADS, SweepConfig
 from bench.errors import BenchError
 from bench.lifecycle import check_topology
@@ -205,13 +205,10 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     assert document["status"] == "interrupted" and document["records"][0]["status"] == "ok"
 
 
-class WrongServerRunner(ProcessRunner):
-    """Starts Python's http.server for kind "wrong": a real server that answers / with a directory listing."""
-
-    def server_command(self, kind: str, host: str, port: int, scratch: Path, workers: int | None = None) -> list[str]:
-        if kind == "wrong":
-            return [sys.executable, "-m", "http.server", "--bind", host, "--directory", str(scratch), str(port)]
-        return super().server_command(kind, host, port, scratch, workers)
+# Python's http.server as a subject: a real server that answers / with a directory listing.
+WRONG = subjects.Subject("wrong", "user", "http.server, answering wrongly",
+                         (sys.executable, "-m", "http.server", "--bind", "{host}", "--directory", "{scratch}", "{port}"),
+                         ("/", "/bytes/N"))
 
 
 @pytest.mark.parametrize("server", ["reuseport", "nginx"])
@@ -240,7 +237,8 @@ def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():
     config = SweepConfig(preset="test", servers=("wrong",), workloads=(WORKLOADS["bytes-64k"],),
                          connections=(4, 8), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
-    runner = WrongServerRunner(Topology(), server_cpus=(0,), client_cpu=1)
+    subjects.REGISTRY.add(WRONG)
+    runner = ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1)
     started = time.monotonic()
     run_sweep(config, runner, Namespaces(Topology()), records.append)
     assert time.monotonic() - started < 5  # no wrk run
