@@ -206,9 +206,9 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
 
 
 # Python's http.server as a subject: a real server that answers / with a directory listing.
-WRONG = subjects.Subject("wrong", "user", "http.server, answering wrongly",
-                         (sys.executable, "-m", "http.server", "--bind", "{host}", "--directory", "{scratch}", "{port}"),
-                         ("/", "/bytes/N"))
+WRONG = subjects.Subject(
+    "wrong", "user", "http.server, answering wrongly",
+    (sys.executable, "-m", "http.server", "--bind", "{host}", "--directory", "{scratch}", "{port}"), ("/", "/bytes/N"))
 
 
 @pytest.mark.parametrize("server", ["reuseport", "nginx"])
