@@ -24,7 +24,7 @@ import re
 import string
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROUTES = ("/", "/bytes/N", "/sleep/MS", "/cpu/US")
@@ -88,11 +88,9 @@ class Subject:
         return argv
 
     def describe(self) -> dict:
-        """The description as results.json keeps it (and `--list-subjects --json` prints it)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        return out | {"limits": {f.name: getattr(self.limits, f.name) for f in fields(Limits)},
-                      "command": list(self.command), "routes": list(self.routes), "workers": list(self.workers),
-                      "tools": dict(self.tools)}
+        """The description as results.json keeps it (SweepConfig's subjects, through asdict), which
+        `--list-subjects --json` prints too."""
+        return asdict(self)
 
 
 def placeholders(words: tuple[str, ...]) -> set[str]:
