@@ -159,12 +159,13 @@ def open_connections(host: str, port: int, count: int, timeout: float, source: s
 
 
 def count_closed_by_server(held: list[socket.socket]) -> int:
-    """Sockets the server has hung up on (readable with EOF or reset)."""
+    """Sockets the server has hung up on: EOF, a reset, or an answer nobody asked for (a server turning a
+    connection away, like select past FD_SETSIZE, answers 503 before it closes)."""
     closed = 0
     for sock in held:
         try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                closed += 1
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" (EOF) or the unasked answer's first byte
+            closed += 1
         except BlockingIOError:
             pass
         except OSError:

@@ -80,7 +80,9 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_smoke_sweep_writes_every_output(smoke_run):
     plots = {p.name for p in (smoke_run / "plots").iterdir()}
-    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu", "load")}
+    # Each figure twice: a PNG for report.md, an SVG for report.html.
+    assert plots == {f"plaintext-{figure}.{kind}" for figure in ("requests", "latency", "cpu", "load")
+                     for kind in ("png", "svg")}
     assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
     report = (smoke_run / "report.md").read_text()
     assert "**plaintext**: " in report and "had the highest throughput" in report
@@ -183,15 +185,23 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "--duration", "2",
                   "--repeat", "5", "--out", str(out))
     seen: dict[int, str] = {}
+    sessions: set[int] = set()
+
+    def look() -> None:
+        """The descendants now, and the sessions bench gave its servers and wrk runs (read while they live: a wrk
+        run is gone by the time its point is written)."""
+        now = descendants(sweep.pid)
+        seen.update(now)
+        sessions.update(found.session for pid in now if (found := procfs.stat_or_none(pid)))
+        sessions.discard(os.getsid(0))  # ours, which bench itself shares
+
     deadline = time.monotonic() + 60
     while not (out / "results.json").exists() or not json.loads((out / "results.json").read_text())["records"]:
         assert time.monotonic() < deadline and sweep.poll() is None, "no point finished"
-        seen |= descendants(sweep.pid)
+        look()
         time.sleep(0.05)
-    seen |= descendants(sweep.pid)
+    look()
     assert any("-m servers epoll" in c for c in seen.values())
-    # The sessions bench gave its servers and wrk runs (not ours, which bench itself shares).
-    sessions = {found.session for pid in seen if (found := procfs.stat_or_none(pid))} - {os.getsid(0)}
     assert sessions
     sweep.send_signal(signum)
     code, output = finish(sweep, timeout=30)
