@@ -191,12 +191,13 @@ def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, por
     from bench.sweep import ClientRun, now, to_record, with_server_log  # the sweep imports this module
 
     started_at, offered = now(), target_rate(point, peak)
+    duration_s = point.workload.duration_s or config.duration_s
     clients = max(len(config.client_engines), 1)
     args = loadgen.command(program(config.runner), net.server_addr, port, offered / clients,
-                           point.connections // clients, config.duration_s, config.wrk_timeout_s,
+                           point.connections // clients, duration_s, config.wrk_timeout_s,
                            routes(point.workload), point.workload.vary, seed=point.repeat)
     server_before, veth_before = runner.server_usage(), net.counters()
-    runs = runner.run_wrk(args, timeout_s=CONNECT_S + config.duration_s + 2 * config.wrk_timeout_s
+    runs = runner.run_wrk(args, timeout_s=CONNECT_S + duration_s + 2 * config.wrk_timeout_s
                           + STARTUP_GRACE_S)
     veth_after, server_after = net.counters(), runner.server_usage()
     if (code := runner.server_exit_code()) is not None:

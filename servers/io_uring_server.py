@@ -64,6 +64,8 @@ def setup_failure(error: OSError) -> str:
 
 
 class IoUringServer(Server):
+    blocking_sockets = True  # the ring waits on them: a submitted recv completes once there are bytes
+
     def __init__(self, listener: socket.socket, settings: Settings, liburing: ModuleType) -> None:
         super().__init__(listener, settings)
         self.uring = liburing
@@ -113,6 +115,9 @@ class IoUringServer(Server):
     def arm_accept(self) -> None:
         fd = self.listener.fileno()
         self.submit(self.uring.io_uring_prep_multishot_accept, fd, ACCEPT, fd)
+
+    def watch(self, peer: Peer) -> None:
+        self.recv(peer)
 
     def recv(self, peer: Peer) -> None:
         buffer = self.inbox.setdefault(peer.fd, bytearray(RECV_SIZE))
@@ -166,10 +171,7 @@ class IoUringServer(Server):
 
     def accepted(self, result: int, flags: int) -> None:
         if result >= 0:
-            sock = socket.socket(fileno=result)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = self.peers[result] = Peer(sock)
-            self.recv(peer)
+            self.take(socket.socket(fileno=result))
         else:
             warn_once(f"accept {-result}", f"accept failed: {os.strerror(-result)} (reported once)")
         if not flags & self.uring.IORING_CQE_F_MORE:  # the multishot accept ended: arm it again

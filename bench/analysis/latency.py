@@ -1,21 +1,20 @@
 """What clients feel at a constant rate (open-loop points, bench/openloop.py): latency–load curves, the
 capacity at an SLO, corrected beside uncorrected p99, slow requests' effect on fast ones, repeated beside
-varied requests, and a paragraph generated from the numbers (pure: the run's records in, text and PNGs out)."""
+varied requests, and a paragraph generated from the numbers (pure: the run's records in, the report's sections
+and the plots out)."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench import subjects
-from bench.analysis.plots import LINE_STYLES, REFERENCE_COLOURS
+from bench.analysis import plots
+from bench.analysis.document import Entry, Figure, Section, Table, Text
 from bench.results import Record
 
 SLOS_US = (1_000, 10_000)  # the p99 a server must hold: 1 ms and 10 ms
@@ -92,39 +91,32 @@ def capacity(server_levels: list[Level], slo_us: float) -> float | None:
     return max(held, default=None)
 
 
-def style(server: str, references: list[str]) -> dict:
-    group = subjects.category(server)
-    colours = dict(zip(references, REFERENCE_COLOURS, strict=False))
-    return {"linestyle": LINE_STYLES.get(group, "-"), "color": colours.get(server),
-            "marker": "s" if group == "peer" else "o", "markersize": 4}
-
-
 def plot_path(directory: Path, workload: str, connections: int, figure: str) -> Path:
     return directory / f"{workload}-c{connections}-{figure}.png"
 
 
 def draw(records: list[Record], directory: Path) -> list[Path]:
     """Per workload and connection count: the latency–load curves (p50, p99, p99.9; log latency; overloaded
-    points as crosses) and corrected beside uncorrected p99."""
+    points as crosses) and corrected beside uncorrected p99 (PNG for report.md, SVG beside it for report.html)."""
     paths = []
     for (workload, connections), servers in curves(levels(records)).items():
         directory.mkdir(parents=True, exist_ok=True)
-        references = [s for s in servers if subjects.category(s) == "reference"]
+        looks = plots.styles(list(servers))
         panels = [*CURVES, (None, "corrected (solid) and uncorrected (faint) p99")]
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
         for ax, (key, title) in zip(axes[0], panels, strict=True):
             for server, server_levels in servers.items():
                 shown = [lv for lv in server_levels if lv.valid]
                 x = [lv.offered for lv in shown]
-                look = style(server, references)
+                look = looks[server] | {"markersize": 4}
                 y = [lv.figures[key or "latency_p99_us"] / 1e3 for lv in shown]
-                line = ax.plot(x, y, label=server, **look)[0]
+                line = ax.plot(x, y, **look)[0]
                 if crosses := [(a, b) for a, b, lv in zip(x, y, shown, strict=True) if lv.overloaded]:
                     ax.scatter(*zip(*crosses, strict=True), marker="x", s=60, color=line.get_color())
                 if key is None:
                     uncorrected = [lv.figures["latency_uncorrected_p99_us"] for lv in shown]
-                    ax.plot(x, [u / 1e3 if u else None for u in uncorrected], alpha=0.35,
-                            **look | {"color": line.get_color()})
+                    faint = {k: v for k, v in look.items() if k != "label"} | {"color": line.get_color()}
+                    ax.plot(x, [u / 1e3 if u else None for u in uncorrected], alpha=0.35, **faint)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("offered load (requests/s)")
@@ -133,10 +125,8 @@ def draw(records: list[Record], directory: Path) -> list[Path]:
             ax.set_title(f"{workload}, {connections} conn.: {title}")
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="server (x: overloaded)")
-        fig.tight_layout()
         path = plot_path(directory, workload, connections, "latency-load")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        plots.save(fig, path)
         paths.append(path)
     return paths
 
@@ -149,37 +139,48 @@ def rate(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
-def capacity_table(servers: dict[str, list[Level]]) -> list[str]:
-    rows = ["| server | model | highest rate with p99 ≤ 1 ms | with p99 ≤ 10 ms | closed-loop peak (wrk) |",
-            "|---|---|---:|---:|---:|"]
+def ms_entry(value: float | None, level: Level | None = None) -> Entry:
+    """Latency in ms, sorted by its value; × overloaded, (gen) the generator set the pace."""
+    marks = "" if level is None else (" ×" if level.overloaded else "") + (" (gen)" if level.generator_bound else "")
+    return Entry(ms(value) + marks, None if value is None else value / 1e3)
+
+
+def rate_entry(value: float | None, text: str | None = None) -> Entry:
+    return Entry(text or rate(value), value)
+
+
+def capacity_table(servers: dict[str, list[Level]]) -> Table:
+    rows = []
     for server, server_levels in servers.items():
         subject = subjects.get(server)
-        rows.append(f"| {server} | {subject.model} | {rate(capacity(server_levels, SLOS_US[0]))} | "
-                    f"{rate(capacity(server_levels, SLOS_US[1]))} | {peak_text(server_levels)} |")
-    return rows
+        rows.append([Entry(server), Entry(subject.model if subject else "—"),
+                     rate_entry(capacity(server_levels, SLOS_US[0])), rate_entry(capacity(server_levels, SLOS_US[1])),
+                     rate_entry(peak(server_levels))])
+    return Table(["server", "model", "highest rate with p99 ≤ 1 ms", "with p99 ≤ 10 ms", "closed-loop peak (wrk)"],
+                 rows, title="Capacity at an SLO", align="llrrr")
 
 
-def peak_text(server_levels: list[Level]) -> str:
+def peak(server_levels: list[Level]) -> float | None:
     # Fractions of the peak give it back: offered / fraction.
     for level in server_levels:
         if level.rate_asked.endswith("×peak"):
-            return rate(level.offered / float(level.rate_asked.removesuffix("×peak")))
-    return "—"
+            return level.offered / float(level.rate_asked.removesuffix("×peak"))
+    return None
 
 
-def side_by_side(servers: dict[str, list[Level]]) -> list[str]:
+def side_by_side(servers: dict[str, list[Level]]) -> Table:
     """Corrected and uncorrected p99 at every rate: what a closed-loop measurement would have shown."""
-    rows = ["| server | offered req/s | achieved | p99 corrected (ms) | p99 uncorrected (ms) | flags |",
-            "|---|---:|---:|---:|---:|---|"]
+    rows = []
     for server, server_levels in servers.items():
         for lv in server_levels:
             flags = ", ".join(name for name, on in (("overloaded", lv.overloaded),
                                                     ("generator-bound", lv.generator_bound),
                                                     (f"{lv.failed} failed", lv.failed)) if on)
-            rows.append(f"| {server} | {rate(lv.offered)} ({lv.rate_asked}) | {rate(lv.figures['achieved_rate'])} | "
-                        f"{ms(lv.figures['latency_p99_us'])} | {ms(lv.figures['latency_uncorrected_p99_us'])} | "
-                        f"{flags} |")
-    return rows
+            rows.append([Entry(server), rate_entry(lv.offered, f"{rate(lv.offered)} ({lv.rate_asked})"),
+                         rate_entry(lv.figures["achieved_rate"]), ms_entry(lv.figures["latency_p99_us"]),
+                         ms_entry(lv.figures["latency_uncorrected_p99_us"]), Entry(flags)])
+    return Table(["server", "offered req/s", "achieved", "p99 corrected (ms)", "p99 uncorrected (ms)", "flags"],
+                 rows, title="Corrected and uncorrected p99", align="lrrrrl")
 
 
 def same_rate(a: list[Level], b: list[Level]) -> list[tuple[Level, Level]]:
@@ -188,14 +189,13 @@ def same_rate(a: list[Level], b: list[Level]) -> list[tuple[Level, Level]]:
     return [(lv, by_rate[lv.rate_asked]) for lv in a if lv.rate_asked in by_rate]
 
 
-def fast_table(found: dict[tuple[str, int], dict[str, list[Level]]], connections: int) -> list[str]:
+def fast_table(found: dict[tuple[str, int], dict[str, list[Level]]], connections: int) -> Table | None:
     """The fast requests' p99 alone and beside 1 % slow ones, at the same rates."""
     alone = found.get((PLAIN, connections), {})
     mixes = [w for w, c in found if c == connections and w.startswith("latency-mix")]
     if not alone or not mixes:
-        return []
-    rows = [f"| server | req/s | `/` alone p99 (ms) | {' | '.join(f'`/` in {w} p99 (ms)' for w in mixes)} |",
-            f"|---|---:|---:|{'---:|' * len(mixes)}"]
+        return None
+    rows = []
     for server, server_levels in alone.items():
         for lv in server_levels:
             if lv.rate_asked.endswith("×peak"):
@@ -203,33 +203,27 @@ def fast_table(found: dict[tuple[str, int], dict[str, list[Level]]], connections
             cells = []
             for mix in mixes:
                 match = [m for m in found[(mix, connections)].get(server, []) if m.rate_asked == lv.rate_asked]
-                cells.append(mark(match[0].fast_p99_us, match[0]) if match else "—")
-            rows.append(f"| {server} | {rate(lv.offered)} | {mark(lv.figures['latency_p99_us'], lv)} | "
-                        f"{' | '.join(cells)} |")
-    return rows
+                cells.append(ms_entry(match[0].fast_p99_us, match[0]) if match else Entry("—"))
+            rows.append([Entry(server), rate_entry(lv.offered), ms_entry(lv.figures["latency_p99_us"], lv), *cells])
+    return Table(["server", "req/s", "`/` alone p99 (ms)", *(f"`/` in {w} p99 (ms)" for w in mixes)], rows,
+                 title=f"Fast requests beside 1 % slow ones, {connections} connections")
 
 
-def mark(value: float | None, level: Level) -> str:
-    return ms(value) + (" ×" if level.overloaded else "") + (" (gen)" if level.generator_bound else "")
-
-
-def varied_table(found: dict[tuple[str, int], dict[str, list[Level]]], connections: int) -> list[str]:
+def varied_table(found: dict[tuple[str, int], dict[str, list[Level]]], connections: int) -> Table | None:
     """Repeated beside varied plaintext at the same rates: server CPU per request and p99."""
     plain, varied = found.get((PLAIN, connections), {}), found.get((VARIED, connections), {})
     if not plain or not varied:
-        return []
-    rows = ["| server | req/s | CPU µs/req repeated | varied | p99 repeated (ms) | varied |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for server in plain:
-        for a, b in same_rate(plain[server], varied.get(server, [])):
-            rows.append(f"| {server} | {rate(a.offered)} | {cpu(a)} | {cpu(b)} | "
-                        f"{mark(a.figures['latency_p99_us'], a)} | {mark(b.figures['latency_p99_us'], b)} |")
-    return rows
+        return None
+    rows = [[Entry(server), rate_entry(a.offered), cpu(a), cpu(b), ms_entry(a.figures["latency_p99_us"], a),
+             ms_entry(b.figures["latency_p99_us"], b)]
+            for server in plain for a, b in same_rate(plain[server], varied.get(server, []))]
+    return Table(["server", "req/s", "CPU µs/req repeated", "varied", "p99 repeated (ms)", "varied"], rows,
+                 title=f"Repeated and varied requests, {connections} connections")
 
 
-def cpu(level: Level) -> str:
+def cpu(level: Level) -> Entry:
     value = level.figures["cpu_us_per_request"]
-    return "—" if value is None else f"{value:.1f}"
+    return Entry("—" if value is None else f"{value:.1f}", value)
 
 
 def paragraph(found: dict[tuple[str, int], dict[str, list[Level]]]) -> str:
@@ -258,26 +252,25 @@ def paragraph(found: dict[tuple[str, int], dict[str, list[Level]]]) -> str:
     return " ".join(sentences)
 
 
-def section(records: list[Record], plot_dir: Path, report_dir: Path) -> list[str]:
-    """report.md's open-loop section; empty when the run has no open-loop points."""
+def sections(records: list[Record], plot_dir: Path, report_dir: Path) -> list[Section]:
+    """The report's open-loop sections (report.md and report.html); none when the run has no open-loop points."""
     found = curves(levels(records))
     if not found:
         return []
-    lines = ["## Latency under a constant rate", "",
-             "Open loop (bench/openloop.py): requests at a constant rate whether or not answers came back, each "
-             "one's latency from its intended send time (corrected for coordinated omission); uncorrected: from "
-             "when a closed-loop client could have sent it. Medians over the repeats. × overloaded (latency grew "
-             "through the run, or requests were left waiting); (gen) the generator, not the server, set the pace "
-             "(those points are left out of the curves and the SLO capacities).", "", paragraph(found), ""]
+    intro = [Text("Open loop (bench/openloop.py): requests at a constant rate whether or not answers came back, each "
+                  "one's latency from its intended send time (corrected for coordinated omission); uncorrected: "
+                  "from when a closed-loop client could have sent it. Medians over the repeats. × overloaded "
+                  "(latency grew through the run, or requests were left waiting); (gen) the generator, not the "
+                  "server, set the pace (those points are left out of the curves and the SLO capacities).")]
+    if text := paragraph(found):
+        intro.append(Text(text))
+    found_sections = [Section("Latency under a constant rate", intro)]
     for (workload, connections), servers in found.items():
         path = plot_path(plot_dir, workload, connections, "latency-load").relative_to(report_dir)
-        lines += [f"### {workload} at {connections} connections", "",
-                  "Capacity at an SLO:", "", *capacity_table(servers), "",
-                  f"![{workload} latency–load]({path.as_posix()})", "",
-                  "Corrected and uncorrected p99:", "", *side_by_side(servers), ""]
+        found_sections.append(Section(f"{workload} at {connections} connections", [
+            capacity_table(servers), Figure(f"{workload} latency–load", path.as_posix()), side_by_side(servers)],
+            level=3))
     for connections in dict.fromkeys(c for _, c in found):
-        if rows := fast_table(found, connections):
-            lines += [f"### Fast requests beside 1 % slow ones, {connections} connections", "", *rows, ""]
-        if rows := varied_table(found, connections):
-            lines += [f"### Repeated and varied requests, {connections} connections", "", *rows, ""]
-    return lines
+        tables = [t for t in (fast_table(found, connections), varied_table(found, connections)) if t]
+        found_sections += [Section(t.title, [replace(t, title=None)], level=3) for t in tables]
+    return found_sections

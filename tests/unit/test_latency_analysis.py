@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import loadgen, openloop
-from bench.analysis import latency
+from bench.analysis import html, latency
+from bench.analysis.document import Document, markdown
 from bench.results import Record
 
 DATA = Path(__file__).with_name("data") / "openloop"
@@ -36,16 +37,21 @@ def test_the_report_section_and_curves_come_from_the_records(tmp_path):
     records = [record(server, workload, f"{r}/s", name, r)
                for server in ("epoll", "threaded") for r in (1000, 3000)
                for workload, name in (("latency-plaintext", "stall-c2"), ("latency-mix-sleep", "overload"))]
-    lines = latency.section(records, tmp_path / "plots", tmp_path)
-    text = "\n".join(lines)
+    found = Document("run", [], latency.sections(records, tmp_path / "plots", tmp_path))
+    text = markdown(found)
     assert "## Latency under a constant rate" in text and "p99 ≤ 1 ms held up to" in text
     assert "Fast requests beside 1 % slow ones" in text and "latency-mix-sleep's 1 % slow requests" in text
     assert "| epoll | 3,000 (3000/s) |" in text
+    assert "![latency-plaintext latency–load](plots/latency-plaintext-c32-latency-load.png)" in text
+    page = html.page(found)  # the same sections in report.html, its figures as SVG, its tables sortable
+    assert '<h2>Latency under a constant rate</h2>' in page and "p99 ≤ 1 ms held up to" in page
+    assert 'src="plots/latency-plaintext-c32-latency-load.svg"' in page
+    assert '<td class="r" data-value="3000">3,000 (3000/s)</td>' in page
     paths = latency.draw(records, tmp_path / "plots")
     assert [p.name for p in paths] == ["latency-plaintext-c32-latency-load.png",
                                        "latency-mix-sleep-c32-latency-load.png"]
-    assert all(p.stat().st_size > 10_000 for p in paths)
+    assert all(p.stat().st_size > 10_000 and p.with_suffix(".svg").exists() for p in paths)
 
 
 def test_a_run_without_open_loop_points_has_no_section(tmp_path):
-    assert latency.section([Record("epoll", "plaintext", 32, 1, "ok")], tmp_path, tmp_path) == []
+    assert latency.sections([Record("epoll", "plaintext", 32, 1, "ok")], tmp_path, tmp_path) == []
