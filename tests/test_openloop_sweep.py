@@ -30,6 +30,9 @@ def sweep(out: Path, runner: str) -> list[dict]:
     report = (out / "report.md").read_text()
     assert "## Latency under a constant rate" in report and "p99 ≤ 10 ms held up to" in report
     assert (out / "plots" / "latency-plaintext-c32-latency-load.png").exists()
+    page = (out / "report.html").read_text()  # the same section in the page, its figure as SVG
+    assert "<h2>Latency under a constant rate</h2>" in page and "p99 ≤ 10 ms held up to" in page
+    assert 'src="plots/latency-plaintext-c32-latency-load.svg"' in page
     return json.loads((out / "results.json").read_text())["records"]
 
 
