@@ -183,9 +183,10 @@ PRESETS: dict[str, Preset] = {
     "plaintext": Preset("every server on plaintext at 4-512 connections, 3 repeats (the quick preset before "
                         "issue 27)", None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
     # Every workload at two connection counts: 48 min (results/reference-docker) with the docker runner on a
-    # 2-core host, 28 min (results/reference) with the process runner and the older HTTP core.
-    # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only the
-    # multi-process servers run, the others are unsupported there.
+    # 2-core host, 28 min (results/reference) with the process runner and the older HTTP core, both before the
+    # latency workloads (their open-loop rates: estimated_s counts them). The idle and latency workloads bring
+    # their own active set; at 50,000 and 100,000 idle connections only the multi-process servers run, the
+    # others are unsupported there.
     "full": Preset("every workload and experiment, 16 and 256 connections, 3 repeats", None,
                    tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }

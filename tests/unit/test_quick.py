@@ -4,13 +4,15 @@ README's quoted duration checked against the results file it cites (pure; `pytho
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from bench.analysis.report import method_line
 from bench.cli import resolve, sweep_parser
-from bench.config import PRESETS, Point, SweepConfig, estimated_s, plan
+from bench.config import PRESETS, SERVER_START_S, WRK_RUN_OVERHEAD_S, Point, SweepConfig, estimated_s, plan
 from bench.results import Run, load
 from bench.sweep import HostLimits, unsupported
 
@@ -91,3 +93,15 @@ def test_the_readme_quotes_the_quick_sweep_s_measured_time_from_its_results_file
     if flagged := re.search(r"(\d+) of its (\d+) measured points are flagged disturbed", about):
         ok = [r for r in run.records if r.status == "ok"]
         assert (int(flagged[1]), int(flagged[2])) == (sum(r.disturbed for r in ok), len(ok))
+
+
+def test_latency_stays_out_of_quick_and_its_estimate_counts_each_rate_and_the_drain_past_the_peak():
+    assert not [w.name for w in config().workloads if w.open_loop]
+    one = config("--servers", "epoll", "--workloads", "latency-plaintext", "--rates", "0.5", "1.1", "2000",
+                 "--repeat", "1", "--duration", "3")
+    epoll = [p for p in plan(one) if p.server == "epoll"]
+    assert [p.rate and str(p.rate) for p in epoll] == [None, "0.5×peak", "1.1×peak", "2000/s"]
+    # A start; the peak after its warm-up; each rate without one, the rate past the peak waiting out the timeout.
+    overhead = 2 * WRK_RUN_OVERHEAD_S
+    assert estimated_s(replace(one, servers=("epoll",))) == pytest.approx(
+        SERVER_START_S + (one.warmup_s + 3 + overhead) + 3 * (3 + overhead) + one.wrk_timeout_s)
