@@ -17,9 +17,11 @@ from bench.analysis.report import write_outputs
 from bench.config import SweepConfig, plan
 from bench.errors import BenchError
 from bench.network import Namespaces
+from bench.records import now
 from bench.results import WRK_DIR, Profiling, Record, Run, ServerProfile, save
 from bench.runners import Runner
-from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, check_subject, now, run_sweep
+from bench.session import check_subject
+from bench.sweep import SYSCALL_WINDOW_S, ProfilePlan, run_sweep
 from netns import ns
 from netns.config import Topology
 from netns.topology import status

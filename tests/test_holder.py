@@ -15,7 +15,7 @@ import pytest
 from bench import verify
 from bench.network import Namespaces
 from bench.runners import ProcessRunner
-from bench.sweep import hold_idle
+from bench.session import hold_idle
 from netns import ns
 from netns.config import Topology
 
