@@ -57,9 +57,15 @@ def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
             medians = [s.median for _, s in points]
             errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
             group = subjects.category(server)
-            ax.errorbar(x, medians, yerr=errors, label=f"{server} ({group})" if group in LINE_STYLES else server,
-                        marker="o" if group != "peer" else "s", markersize=4, capsize=3,
-                        linestyle=LINE_STYLES.get(group, "-"), color=colours.get(server))
+            label = f"{server} ({group})" if group in LINE_STYLES else server
+            drawn = ax.errorbar(x, medians, yerr=errors, label=label, marker="o" if group != "peer" else "s",
+                                markersize=4, capsize=3, linestyle=LINE_STYLES.get(group, "-"),
+                                color=colours.get(server))
+            # Repeats left out of the statistics (stalled, outliers: bench/flags.py) stand apart, never in a line.
+            flagged = [(c.connections, v) for c in cells if c.server == server for v in c.excluded.get(metric.key, [])]
+            if flagged:
+                ax.scatter(*zip(*flagged, strict=True), marker="x", s=40, color=drawn.lines[0].get_color(),
+                           label=f"{server}: flagged repeats, left out")
         if min(connections) > 0:  # a log axis cannot show 0 (the idle experiment's first point)
             ax.set_xscale("log", base=2)
         ax.set_xticks(connections, [f"{n:,}" for n in connections])

@@ -8,7 +8,7 @@ from pathlib import Path
 from bench import subjects
 from bench.analysis import experiments, plots
 from bench.analysis.metrics import FIGURES, TABLED
-from bench.analysis.summary import Cell, median, summarize
+from bench.analysis.summary import Cell, flag_counts, median, remeasured, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, table
 from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
@@ -109,11 +109,43 @@ def method_line(run: Run) -> str:
             f"running wrk) is not among them: it has its own table.")
 
 
+# Flags every loaded host shows on many points: counted, marked in the tables, not listed one by one.
+COUNTED_ONLY = ("disturbed", "client_bound")
+
+
+def integrity(run: Run) -> list[str]:
+    """The run's flags counted, what was measured again, wrk's share of the wall time, and every other flagged
+    repeat with its evidence (bench/flags.py states the rules)."""
+    counts = flag_counts(run.records)
+    again = remeasured(run.records)
+    lines = ["## Integrity", "",
+             f"Flags on the standing repeats: {', '.join(f'{n} {name}' for name, n in counts.items()) or 'none'}. "
+             f"Measured again (flagged disturbed or stalled, {run.config.get('remeasure', 0)} extra tries at most): "
+             f"{again.points} repeat(s) in {again.attempts} extra attempt(s); {again.still_flagged} stayed flagged. "
+             f"Stalled repeats and outliers (further from the median than 3.5 robust deviations and 25 %) are left "
+             f"out of the statistics while a clean repeat remains, and drawn as crosses."]
+    if run.efficiency:
+        e = run.efficiency
+        lines[-1] += (f" wrk ran {e['wrk_share']:.0%} of the sweep's wall time "
+                      f"({e['wrk_s']:.0f} of {e['wall_s']:.0f} s).")
+    if run.resumed:
+        lines[-1] += " Resumed: " + "; ".join(
+            f"{r['at']}{' (forced: ' + '; '.join(r['differences']) + ')' if r['forced'] else ''}" for r in run.resumed)
+    listed = [r for r in run.records if set(r.flags) - set(COUNTED_ONLY)]
+    if listed:
+        lines += ["", "| point | attempt | flags | evidence |", "|---|---:|---|---|"]
+        lines += [f"| {r.workload} {r.server} @ {r.connections} #{r.repeat} | {r.attempt}"
+                  f"{' (replaced)' if r.superseded_by else ''} | {', '.join(r.flags)} | "
+                  f"{'; '.join(f'{k}: {v}' for k, v in r.flag_details.items() if k not in COUNTED_ONLY)} |"
+                  for r in listed]
+    return [*lines, ""]
+
+
 def render(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> str:
     lines = [f"# swissknife benchmark `{run.name}`", "",
              f"Run {run.status}: started {run.started_at}, finished {run.finished_at or '—'}, "
              f"{len(run.records)} records.", "", "## Environment", "", *environment_lines(run), "",
-             method_line(run), ""]
+             method_line(run), "", *integrity(run)]
     for workload in run.config["workloads"]:
         workload_cells = [c for c in cells if c.workload == workload["name"]]
         if not workload_cells:
