@@ -16,10 +16,13 @@ from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE
 if TYPE_CHECKING:
     from bench.results import Record
 
-FLAGS = ("disturbed", "client_bound", "stalled", "timeouts", "connect_errors", "outlier", "remeasured")
-REMEASURED_FOR = ("disturbed", "stalled")  # noise or a hang: another attempt may be clean
+FLAGS = ("disturbed", "client_bound", "stalled", "clock_step", "timeouts", "connect_errors", "outlier", "remeasured")
+REMEASURED_FOR = ("disturbed", "stalled", "clock_step")  # noise, a hang, a clock step: another attempt may be clean
 INTERVAL_S = 0.1  # throughput inside a run: the server interface's tx bytes per this many seconds
 RUNTIME_MARGIN_S = 1.0  # wrk's runtime beyond its duration by more than this: it hung somewhere
+# wrk's wall-clock runtime off bench's monotonic timing of the run by more than this: the wall clock stepped;
+# wrk's timeouts (every request in flight then looks that old) and latencies of that run are wrong too.
+CLOCK_STEP_S = 0.5
 # Throughput collapsed: intervals below this share of the run's typical level (its 90th percentile) ...
 COLLAPSE_SHARE = 0.1
 STALL_S = 0.5  # ... for at least this long in a row
@@ -55,9 +58,17 @@ def point_flags(record: Record, duration_s: float, timeout_s: float, interval_s:
     if record.client_bound:
         found["client_bound"] = (f"wrk used {record.client_cpu_share:.0%} of its CPU, the server "
                                  f"{record.server_cpu_share:.0%} of its own (threshold {SATURATED_CPU_SHARE:.0%})")
+    runtime, elapsed = record.wrk_runtime_s, record.wrk_elapsed_s
+    if runtime is not None and elapsed is not None and (runtime - elapsed > CLOCK_STEP_S
+                                                        or runtime < duration_s - CLOCK_STEP_S):
+        found["clock_step"] = (f"wrk's runtime {runtime:.1f} s by the wall clock, {elapsed:.1f} s by bench's "
+                               f"monotonic clock: the wall clock stepped (rates use {record.duration_s:.1f} s; "
+                               f"wrk's timeouts and latencies of this run count the step)")
     stalls = []
     if (record.duration_s or 0) > duration_s + RUNTIME_MARGIN_S:
-        stalls.append(f"wrk ran {record.duration_s:.1f} s for a {duration_s:g} s run "
+        unsure = "" if elapsed is not None else (" by wrk's wall clock (a run from before bench timed wrk itself: "
+                                                 "a hang or a wall clock step)")
+        stalls.append(f"wrk ran {record.duration_s:.1f} s for a {duration_s:g} s run{unsure} "
                       f"(margin {RUNTIME_MARGIN_S:g} s)")
     if record.interval_tx_bytes and (gap := collapse_s(record.interval_tx_bytes, interval_s,
                                                        record.duration_s or 0)) >= STALL_S:

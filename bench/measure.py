@@ -39,8 +39,9 @@ def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, por
     try:
         runs = runner.run_wrk(args, timeout_s=duration_s + config.wrk_timeout_s + WRK_GRACE_S)
     finally:
+        elapsed_s = time.monotonic() - started
         if clock is not None:
-            clock.seconds += time.monotonic() - started
+            clock.seconds += elapsed_s
     if (code := runner.server_exit_code()) is not None:
         raise PointFailed(with_server_log(runner, f"server exited with code {code} during the run"))
     clients = []
@@ -50,7 +51,7 @@ def run_wrk(runner: Runner, net: Network, config: SweepConfig, point: Point, por
             raise PointFailed(f"wrk{where} exited with code {run.returncode}: {run.stderr.strip()[-300:]}")
         try:
             clients.append(ClientRun(run.engine, run.cpu_s, wrk.parse(run.stdout), run.host_busy_s,
-                                     run.engine_cpu_s))
+                                     run.engine_cpu_s, elapsed_s))
         except ValueError as error:
             raise PointFailed(f"wrk{where}: {error}") from None
     return clients

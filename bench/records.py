@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from bench import wrk
 from bench.config import SATURATED_CPU_SHARE, Point
+from bench.flags import CLOCK_STEP_S
 from bench.results import ClientFigures, Record
 from bench.runners.base import ServerUsage
 
@@ -24,6 +25,7 @@ class ClientRun:
     report: wrk.WrkReport
     host_busy_s: float | None = None  # WrkRun's: None where not measured
     engine_cpu_s: float | None = None
+    elapsed_s: float | None = None  # the run start to exit by bench's monotonic clock (wrk times by the wall clock)
 
 
 def to_record(point: Point, started_at: str, clients: list[ClientRun], before: ServerUsage,
@@ -32,7 +34,12 @@ def to_record(point: Point, started_at: str, clients: list[ClientRun], before: S
     report = wrk.merge([client.report for client in clients])
     # The machine's load: measured by the one-host runners only (other machines' is not this host's).
     host_busy_s, engine_cpu_s = (clients[0].host_busy_s, clients[0].engine_cpu_s) if len(clients) == 1 else (None,) * 2
-    duration_s = report.duration_us / 1e6
+    # wrk times its run by the wall clock (gettimeofday): a clock step inflates its runtime, so when it says
+    # far more than bench's monotonic clock saw, the rates take the monotonic figure (flags: clock_step).
+    runtime_s = report.duration_us / 1e6
+    elapsed = [client.elapsed_s for client in clients]
+    elapsed_s = max(elapsed) if None not in elapsed else None
+    duration_s = elapsed_s if elapsed_s is not None and runtime_s - elapsed_s > CLOCK_STEP_S else runtime_s
     user_s = after.cpu_user_s - before.cpu_user_s
     sys_s = after.cpu_sys_s - before.cpu_sys_s
     server_share = (user_s + sys_s) / duration_s / server_cpu_count  # 1.0: every pinned CPU busy
@@ -53,6 +60,7 @@ def to_record(point: Point, started_at: str, clients: list[ClientRun], before: S
         point.server, point.workload.name, point.connections, point.repeat, status="ok",
         started_at=started_at,
         requests=report.requests, duration_s=duration_s, requests_per_s=report.requests / duration_s,
+        wrk_runtime_s=runtime_s, wrk_elapsed_s=elapsed_s,
         bytes=report.bytes, **{f"errors_{kind}": count for kind, count in report.errors.items()},
         **{f"latency_{name}_us": value for name, value in latency.items()},
         server_cpu_user_s=user_s, server_cpu_sys_s=sys_s, server_cpu_share=server_share,

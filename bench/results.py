@@ -24,7 +24,8 @@ from bench.errors import BenchError
 # 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's) and what holding
 #    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional);
 # 5: config.server_engine/client_engines/server_addr and record.clients (several machines)
-# 6: records' attempt, flags, flag_details, superseded_by, interval_tx_bytes (bench/flags.py; older runs get
+# 6: records' attempt, flags, flag_details, superseded_by, interval_tx_bytes, wrk_runtime_s, wrk_elapsed_s
+#    (bench/flags.py; older runs get
 #    the flags their figures allow); the run's plan_digest, efficiency and resumed
 SCHEMA_VERSION = 6
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
@@ -107,6 +108,8 @@ class Record:
     flag_details: dict[str, str] = field(default_factory=dict)  # flag -> its evidence
     superseded_by: dict | None = None  # {"repeat", "attempt"} of the attempt that replaced this one
     interval_tx_bytes: list[int] | None = None  # the server interface's tx bytes per flags.INTERVAL_S
+    wrk_runtime_s: float | None = None  # wrk's own runtime, by the wall clock (duration_s: the one rates use)
+    wrk_elapsed_s: float | None = None  # the wrk run start to exit by bench's monotonic clock (the exec included)
 
     @property
     def key(self) -> tuple[str, str, int, int]:

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import flags
+from bench import flags, wrk
 from bench.analysis.summary import flag_counts, remeasured, summarize
 from bench.cli import main
-from bench.config import WORKLOADS, SweepConfig
+from bench.config import WORKLOADS, SweepConfig, plan
 from bench.lifecycle import differences, plan_digest, stored_config
+from bench.records import ClientRun, to_record
 from bench.results import Record, Run, load
+from bench.runners.base import ServerUsage
 
 ROOT = Path(__file__).resolve().parents[2]
 STEADY = [50_000] * 20  # bytes per 100 ms
@@ -46,6 +48,21 @@ def test_each_rule_names_its_flag_with_the_evidence():
 def test_wrk_running_past_its_duration_is_a_stall():
     assert "wrk ran 22.2 s for a 2 s run" in found(ok(duration_s=22.2))["stalled"]
     assert "stalled" not in found(ok(duration_s=2.9))  # within the margin
+
+
+def test_a_wall_clock_step_is_told_from_a_stall_and_the_rates_take_bench_s_clock():
+    """The published 'stall': wrk said 22.2 s, but bench's 14 s wrk timeout never fired (it times monotonically)."""
+    report = wrk.WrkReport(356_861, 22_200_000, 40_000_000, dict.fromkeys(("connect", "read", "write", "status"), 0)
+                           | {"timeout": 32}, dict.fromkeys(("mean", "stdev", "max", *wrk.PERCENTILES), 100.0))
+    usage = ServerUsage(10.0, 5.0, 1, 1, 1), ServerUsage(11.2, 5.8, 1, 1, 1)
+    point = plan(SweepConfig("t", ("epoll",), (WORKLOADS["idle-5000"],), (32,), 2, 1, 1))[0]
+    record = to_record(point, "now", [ClientRun(None, 1.9, report, 4.0, 0.0, 2.1)], *usage, None, 1)
+    assert (record.wrk_runtime_s, record.duration_s) == (22.2, 2.1)
+    assert record.requests_per_s == pytest.approx(356_861 / 2.1) and record.server_cpu_share == pytest.approx(1 / 1.05)
+    found_flags = found(record)
+    assert "clock_step" in found_flags and "stalled" not in found_flags and "timeouts" in found_flags
+    assert "22.2 s by the wall clock, 2.1 s by bench's monotonic clock" in found_flags["clock_step"]
+    assert "clock_step" in flags.REMEASURED_FOR
 
 
 def test_throughput_collapsing_inside_a_run_is_a_stall_but_wrk_starting_is_not():
