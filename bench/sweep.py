@@ -72,10 +72,9 @@ def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Call
     try:
         for (repeat, server, workload), points in groupby(plan(config), key=lambda p: (p.repeat, p.server,
                                                                                         p.workload)):
-            points = [p for p in points if (p.server, p.workload.name, p.connections, p.repeat) not in progress.done]
-            if not points:
-                continue
-            runs_here = run_group(runner, net, config, points, on_record, limits, wrk_dir, progress.clock)
+            points = list(points)
+            todo = [p for p in points if (p.server, p.workload.name, p.connections, p.repeat) not in progress.done]
+            runs_here = run_group(runner, net, config, todo, on_record, limits, wrk_dir, progress.clock)
             profiled = max(points, key=lambda p: p.connections)
             if (profiling is not None and repeat == 1 and runs_here and unsupported(profiled, limits) is None
                     and (server, workload.name) not in progress.profiled):
