@@ -194,6 +194,7 @@ class SweepConfig:
     wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
     wrk_timeout_s: int = 2
     ready_timeout_s: float = 10.0
+    remeasure: int = 2  # extra tries at most for a repeat flagged disturbed or stalled (bench/flags.py)
     subjects: tuple[subjects.Subject, ...] = ()  # the descriptions of its servers, as results.json keeps them
 
 
