@@ -100,8 +100,8 @@ def results(out: Path) -> dict:
 
 def test_resume_after_sigkill_measures_exactly_the_missing_points(tmp_path):
     out = tmp_path / "run"
-    killed = bench("--servers", "epoll", "--connections", "4", "8", "--duration", "1", "--repeat", "2",
-                   "--remeasure", "0", "--out", str(out), start_new_session=True)
+    killed = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "8", "--duration", "1",
+                   "--repeat", "2", "--remeasure", "0", "--out", str(out), start_new_session=True)
     deadline = time.monotonic() + 120
     while not (out / "results.json").exists() or len(results(out)["records"]) < 4:
         assert time.monotonic() < deadline and killed.poll() is None, "no points recorded"
@@ -170,8 +170,8 @@ def test_a_full_results_disk_stops_the_run_and_keeps_the_last_good_copy(tmp_path
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
     try:
         out = disk / "run"
-        running = bench("--servers", "epoll", "--connections", "4", "--duration", "1", "--repeat", "4",
-                        "--remeasure", "0", "--out", str(out))
+        running = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "--duration", "1",
+                        "--repeat", "4", "--remeasure", "0", "--out", str(out))
         deadline = time.monotonic() + 120
         while not (out / "results.json").exists() or not results(out)["records"]:
             assert time.monotonic() < deadline and running.poll() is None, "no point recorded"
