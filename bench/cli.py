@@ -4,6 +4,7 @@ python3 -m bench gil [opts]       the gil experiment: with and without the GIL, 
 python3 -m bench plot DIR         redraw plots, report.md and report.html from DIR/results.json (a gil DIR: its report)
 python3 -m bench index [DIR]      DIR/index.html (default results/): every run under DIR, linked to its page
 python3 -m bench compare A B      per-point ratios B/A of two runs (--html: as a page too)
+python3 -m bench resume DIR       go on with an interrupted or killed run: the points recorded are skipped
 python3 -m bench ship-image --from ENGINE --to ENGINE   copy the image to another Docker engine
 """
 
@@ -26,7 +27,8 @@ from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, WORKLOADS, SweepC
 from bench.console import RESULTS_DIR, console, print_comparison, print_paths, print_subjects, run_shown
 from bench.errors import BenchError
 from bench.gil import run_gil
-from bench.lifecycle import TOPOLOGY_FIX, require_root
+from bench.lifecycle import TOPOLOGY_FIX, execute, require_root, resume
+from bench.limits import estimated_wall_s
 from bench.results import JSON_NAME
 from bench.runners import RUNNERS, ProcessRunner, Runner, docker_runner
 from bench.runners.base import FT_BUILD, FT_IMAGE
@@ -82,6 +84,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "repeatable")
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per measured run and of perf sampling")
     parser.add_argument("--out", type=Path, metavar="DIR", help="default: results/<timestamp>-<preset>")
+    parser.add_argument("--remeasure", type=int, default=2, metavar="N",
+                        help="measure a repeat flagged disturbed or stalled again, N more times at most (default 2; "
+                             "0: never)")
     parser.add_argument("--runner", choices=RUNNERS, help="process (default) or docker; docker with --server-engine")
     parser.add_argument("--cpus", metavar="SERVER,CLIENT",
                         help="CPUs to pin the server and wrk to; SERVER may be a range (0-1,1: the server on two "
@@ -240,6 +245,7 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         server_engine=server_engine,
         client_engines=client_engines,
         server_addr=server_addr,
+        remeasure=max(args.remeasure, 0),
         subjects=tuple(subjects.get(name) for name in swept),
     )
 
@@ -329,7 +335,26 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
         loadgen.binary()  # compiled now, before anything runs: BenchError if gcc is missing
     runner = make_runner(args, parser, config, topo)
     out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
-    return run_shown(config, runner, out, args.flamegraphs, diffs)
+    return run_shown(out, lambda events: execute(config, runner, out, args.flamegraphs, diffs, events),
+                     estimated_wall_s(config))
+
+
+def resume_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench resume",
+        description="Go on with a run that was interrupted or killed (SIGINT, SIGTERM, SIGKILL, a reboot): the same "
+                    "plan and environment checks, the points already recorded skipped, the rest measured into the "
+                    "same results.json. Refuses when the plan, the code version or the machine differ.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--force", action="store_true", help="resume even though they differ (recorded in the run)")
+    args = parser.parse_args(argv)
+
+    def runner_for(config: SweepConfig) -> Runner:
+        if config.server_engine is None:
+            require_root()
+        return make_runner(argparse.Namespace(server_python=None), parser, config, Topology())
+
+    return run_shown(args.directory, resume(args.directory, runner_for, args.force))
 
 
 def plot_command(argv: list[str]) -> int:
@@ -386,7 +411,7 @@ def ship_image_command(argv: list[str]) -> int:
 
 
 COMMANDS = {"plot": plot_command, "index": index_command, "compare": compare_command, "profile": profile_command,
-            "gil": gil_command, "ship-image": ship_image_command}
+            "gil": gil_command, "ship-image": ship_image_command, "resume": resume_command}
 
 
 def main(argv: list[str] | None = None) -> int:

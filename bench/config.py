@@ -240,6 +240,7 @@ class SweepConfig:
     wrk_threads: int = 1  # one wrk thread per client CPU on this 2-core host
     wrk_timeout_s: int = 2
     ready_timeout_s: float = 10.0
+    remeasure: int = 2  # extra tries at most for a repeat flagged disturbed or stalled (bench/flags.py)
     subjects: tuple[subjects.Subject, ...] = ()  # the descriptions of its servers, as results.json keeps them
     rates: tuple[Rate, ...] = DEFAULT_RATES  # of the open-loop workloads
 
@@ -251,6 +252,12 @@ class Point:
     connections: int
     repeat: int
     rate: Rate | None = None  # open loop at this rate; None: wrk's closed loop (an open-loop workload's peak)
+
+    @property
+    def key(self) -> tuple:
+        """Record.key of the point's records."""
+        point = self.server, self.workload.name, self.connections, self.repeat
+        return point if self.rate is None else (*point, str(self.rate))
 
 
 def plan(config: SweepConfig) -> list[Point]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -14,11 +15,10 @@ from rich.table import Table
 from bench import subjects
 from bench.analysis.compare import agreement_lines, comparison_table
 from bench.analysis.index import write_index
-from bench.config import SweepConfig
-from bench.lifecycle import Interrupted, RunEvents, execute
+from bench.analysis.summary import flag_counts, remeasured
+from bench.lifecycle import Interrupted, RunEvents
 from bench.results import JSON_NAME, Record, Run, ServerProfile, load
-from bench.runners import REPO_ROOT, Runner
-from bench.sweep import estimated_wall_s
+from bench.runners import REPO_ROOT
 
 HOST_RESULTS_ENV = "SWISSKNIFE_HOST_RESULTS"  # the compose bench: how the host names its results directory
 RESULTS_DIR = REPO_ROOT / "results"
@@ -37,6 +37,7 @@ def point_line(record: Record) -> str:
     where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
     if record.rate_asked is not None:
         where += f" @{record.rate_asked}"
+    where += f" try {record.attempt}" if record.attempt > 1 else ""
     if record.status != "ok":
         mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
         return f"{where}  {mark} {record.failure}"
@@ -46,6 +47,8 @@ def point_line(record: Record) -> str:
                              ("generator-bound", record.generator_bound), ("overloaded", record.overloaded),
                              (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
                              (f"disturbed:{other_share:.2f}cpu", record.disturbed),
+                             *((name, True) for name in record.flags
+                               if name in ("stalled", "timeouts", "connect_errors", "remeasured")),
                              (f"engine:{engine_share:.2f}cpu", engine_share >= 0.01),
                              ("veth-mismatch", record.veth_consistent is False)) if on]
     p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
@@ -62,8 +65,9 @@ def profile_line(profile: ServerProfile) -> str:
     return f"{where}  Python frames: {profile.python_method}  {per_request}  {profile.svg}"
 
 
-def run_shown(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool, diffs: list[list[str]]) -> int:
-    """One run into `out` under a progress bar, a line per point; its exit status (1: some points failed)."""
+def run_shown(out: Path, start: Callable[[RunEvents], Run], estimated_s: float | None = None) -> int:
+    """One run into `out` (`start`: lifecycle's execute or resume) under a progress bar, a line per point; its
+    exit status (1: some points failed). `estimated_s`: the run's wall time, when known beforehand."""
     started = time.monotonic()
     with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
@@ -72,20 +76,21 @@ def run_shown(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
         def on_start(run: Run, points: int) -> None:
             if run.profiling and run.profiling.problem:
                 progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
-            progress.console.print(f"{points} points, {len(config.servers)} servers, about "
-                                   f"{estimated_wall_s(config) / 60:.1f} min estimated, results in {shown(out)}",
-                                   highlight=False, soft_wrap=True)
+            about = f"about {estimated_s / 60:.1f} min estimated, " if estimated_s is not None else ""
+            progress.console.print(f"{points} points to measure, {len(run.config['servers'])} servers, {about}"
+                                   f"results in {shown(out)}", highlight=False, soft_wrap=True)
             progress.update(task, total=points)
 
         def on_record(record: Record) -> None:
             progress.console.print(point_line(record), highlight=False, soft_wrap=True)
-            progress.advance(task)
+            if record.attempt == 1:  # a point measured again counts once
+                progress.advance(task)
 
         def on_profile(profile: ServerProfile) -> None:
             progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
 
         try:
-            run = execute(config, runner, out, flamegraphs, diffs, RunEvents(on_start, on_record, on_profile))
+            run = start(RunEvents(on_start, on_record, on_profile))
         except Interrupted as interrupted:
             progress.console.print(f"{interrupted}: sweep stopped, records kept in {shown(out)} "
                                    f"(redraw: python3 -m bench plot {shown(out)})", highlight=False, soft_wrap=True)
@@ -93,12 +98,28 @@ def run_shown(config: SweepConfig, runner: Runner, out: Path, flamegraphs: bool,
         finally:
             if out.resolve().is_relative_to(RESULTS_DIR) and (out / JSON_NAME).exists():
                 write_index(RESULTS_DIR)  # the list of runs includes this one, finished or not
-    failed = sum(r.status == "failed" for r in run.records)
-    unsupported = sum(r.status == "unsupported" for r in run.records)
-    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
+    standing = [r for r in run.records if r.superseded_by is None]
+    failed = sum(r.status == "failed" for r in standing)
+    unsupported = sum(r.status == "unsupported" for r in standing)
+    console.print(f"done in {time.monotonic() - started:.0f} s: {len(standing) - failed - unsupported} ok, "
                   f"{failed} failed, {unsupported} unsupported by their model; report: {shown(out / 'report.html')}",
                   highlight=False, soft_wrap=True)
+    for line in integrity_lines(run):
+        console.print(line, highlight=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def integrity_lines(run: Run) -> list[str]:
+    """The run's flags counted, what was measured again, and the share of its wall time wrk ran."""
+    counts = flag_counts(run.records)
+    again = remeasured(run.records)
+    lines = [f"flags: {', '.join(f'{name} {n}' for name, n in counts.items()) or 'none'}; measured again: "
+             f"{again.points} repeat(s) in {again.attempts} extra attempt(s), {again.still_flagged} still flagged"]
+    if run.efficiency:
+        e = run.efficiency
+        lines.append(f"efficiency: wrk ran {e['wrk_share']:.0%} of the sweep's wall time "
+                     f"({e['wrk_s']:.0f} of {e['wall_s']:.0f} s)")
+    return lines
 
 
 def print_paths(paths: list[Path]) -> None:

@@ -188,7 +188,8 @@ def open_figures(report: loadgen.Report, offered: float, peak: float | None, gen
 def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, port: int,
             peak: float | None) -> Record:
     """One open-loop point: the rate split over the clients (started together), their reports merged exactly."""
-    from bench.sweep import ClientRun, now, to_record, with_server_log  # the sweep imports this module
+    from bench.records import ClientRun, now, to_record  # they import the config, as this module does
+    from bench.session import with_server_log
 
     started_at, offered = now(), target_rate(point, peak)
     duration_s = point.workload.duration_s or config.duration_s

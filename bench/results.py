@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jsonschema
 
+from bench import flags
 from bench.config import DISTURBED_CPU_SHARE
 from bench.errors import BenchError
 
@@ -24,7 +25,9 @@ from bench.errors import BenchError
 #    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional);
 # 5: config.server_engine/client_engines/server_addr and record.clients (several machines)
 # 6: environment.engines describes every engine (one "local" on one host) with its API, cgroup and seccomp
-SCHEMA_VERSION = 6
+# 7: records' attempt, flags, flag_details, superseded_by, interval_tx_bytes, wrk_runtime_s, wrk_elapsed_s
+#    (bench/flags.py; older runs get the flags their figures allow); the run's plan_digest, efficiency and resumed
+SCHEMA_VERSION = 7
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 # What schema 6 added to each engine (null in older runs).
 ENGINE_FIELDS_6 = ("api_version", "cgroup_version", "cgroup_driver", "seccomp_profile", "security_options",
@@ -130,6 +133,21 @@ class Record:
     latency_series: list[list[int]] | None = None  # per interval by intended time: sent, answered, Σ µs, max µs
     latency_interval_ms: int | None = None
     classes: dict[str, dict] | None = None  # a mix's routes by path: weight, requests, latency_*_us, histogram_ns
+    # integrity (bench/flags.py): a flagged repeat may be measured again, and every attempt is kept
+    attempt: int = 1
+    flags: list[str] = field(default_factory=list)  # names from flags.FLAGS
+    flag_details: dict[str, str] = field(default_factory=dict)  # flag -> its evidence
+    superseded_by: dict | None = None  # {"repeat", "attempt"} of the attempt that replaced this one
+    interval_tx_bytes: list[int] | None = None  # the server interface's tx bytes per flags.INTERVAL_S
+    wrk_runtime_s: float | None = None  # wrk's own runtime, by the wall clock (duration_s: the one rates use)
+    wrk_elapsed_s: float | None = None  # the wrk run start to exit by bench's monotonic clock (the exec included)
+
+    @property
+    def key(self) -> tuple:
+        """The point and repeat this attempt measured: (server, workload, connections, repeat), and an open-loop
+        point's rate after them."""
+        point = self.server, self.workload, self.connections, self.repeat
+        return point if self.rate_asked is None else (*point, self.rate_asked)
 
     @property
     def wrk_errors(self) -> int:
@@ -199,6 +217,10 @@ class Run:
     finished_at: str | None = None
     records: list[Record] = field(default_factory=list)
     profiling: Profiling | None = None  # None: no flame graphs asked for
+    plan_digest: str | None = None  # of the points planned (bench resume checks the plan is the same)
+    # wall_s, wrk_s, wrk_share: how much of the sweep's wall time wrk ran (None until the sweep ends)
+    efficiency: dict | None = None
+    resumed: list[dict] = field(default_factory=list)  # each `bench resume`: when, forced, what differed
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -262,8 +284,20 @@ def upgraded(document: dict) -> dict:
             environment = {**environment, "engines": [{**engine, **dict.fromkeys(ENGINE_FIELDS_6)}
                                                       for engine in environment["engines"]]}
         version = 6
+    if version == 6:
+        records = [asdict(r) for r in flagged([Record(**r) for r in records], config)]
+        version = 7
     return {**document, "schema_version": version, "environment": environment, "config": config,
             "records": records}
+
+
+def flagged(records: list[Record], config: dict) -> list[Record]:
+    """Records of a run made before flags, with the flags their own figures allow (no intervals were kept)."""
+    for record in records:
+        if record.status == "ok":
+            flags.add_flags(record, flags.point_flags(record, config["duration_s"], config["wrk_timeout_s"]))
+    flags.mark_outliers(records)
+    return records
 
 
 def load(directory: Path) -> Run:

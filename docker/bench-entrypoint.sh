@@ -20,12 +20,17 @@
 # Extra arguments (`docker compose run --rm bench --foo`) are passed through.
 # `docker compose run --rm bench gil [options]` runs the gil experiment instead
 # (python3 -m bench gil; it needs swissknife-ft:latest: docker/build.sh --free-threaded).
+# `docker compose run --rm bench resume results/RUN [--force]` goes on with an interrupted run: its runner,
+# plan and options come from its results.json, so no BENCH_* applies.
 set -euo pipefail
 set -f  # the values are words for argv, never glob patterns
 
 if [ "${1:-}" = gil ]; then
     shift
     exec python3 -m bench gil --runner docker "$@"
+fi
+if [ "${1:-}" = resume ]; then
+    exec python3 -m bench "$@"
 fi
 
 args=(--runner "${BENCH_RUNNER:-docker}" --profile "${BENCH_PROFILE:-quick}")

@@ -72,7 +72,7 @@ def wait_for_descendant(root: int, needle: str, timeout: float = 60) -> int:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smoke") / "run"
-    code, output = finish(bench("--profile", "smoke", "--servers", "epoll", "blocking",
+    code, output = finish(bench("--profile", "smoke", "--servers", "epoll", "blocking", "--remeasure", "0",
                                 "--connections", "4", "16", "--repeat", "2", "--out", str(out)))
     assert code == 0, output
     return out
@@ -140,7 +140,7 @@ def test_compare_prints_per_point_ratios(smoke_run):
 def test_killed_server_fails_its_point_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "run"
     sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "8", "--duration", "1",
-                  "--repeat", "2", "--out", str(out))
+                  "--repeat", "2", "--remeasure", "0", "--out", str(out))
     server = wait_for_descendant(sweep.pid, "-m servers epoll")
     wait_for_descendant(sweep.pid, "wrk ")  # killed under load
     os.kill(server, signal.SIGKILL)
@@ -161,7 +161,7 @@ def test_a_holder_failing_at_start_fails_its_points_and_the_sweep_finishes_with_
     out = tmp_path / "run"
     sweep = subprocess.Popen(["prlimit", "--nofile=1024:1024", sys.executable, "-m", "bench", "--servers", "epoll",
                               "--workloads", "idle-1500", "plaintext", "--connections", "4", "--duration", "1",
-                              "--repeat", "2", "--out", str(out)],
+                              "--repeat", "2", "--remeasure", "0", "--out", str(out)],
                              cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     code, output = finish(sweep)
     assert code == 1, output  # finished, with failed points
@@ -273,7 +273,7 @@ def test_a_missing_tool_is_named_with_its_package():
 def test_pipelining_and_churn_change_what_crosses_the_veth():
     config = SweepConfig(preset="test", servers=("epoll",),
                          workloads=(WORKLOADS["plaintext"], WORKLOADS["pipeline-16"], WORKLOADS["churn"]),
-                         connections=(8,), duration_s=1, warmup_s=1, repeat=1)
+                         connections=(8,), duration_s=1, warmup_s=1, repeat=1, remeasure=0)
     records: list[Record] = []
     run_sweep(config, ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1), Namespaces(Topology()),
               records.append)
@@ -291,7 +291,7 @@ def test_pipelining_and_churn_change_what_crosses_the_veth():
 def test_a_server_cpu_range_pins_every_server_process_to_it(tmp_path):
     """--cpus 0-1,1: reuseport's processes may use both CPUs; shares are per pinned CPU; the report says so."""
     sweep = bench("--servers", "reuseport", "--cpus", "0-1,1", "--workloads", "cpu-200", "--connections", "4",
-                  "--duration", "2", "--repeat", "1", "--out", str(tmp_path))
+                  "--duration", "2", "--repeat", "1", "--remeasure", "0", "--out", str(tmp_path))
     try:
         server = wait_for_descendant(sweep.pid, "-m servers reuseport")  # not bench's own "--servers reuseport"
         wait_for_descendant(server, "-m servers reuseport")  # a forked worker: past taskset and start-up

@@ -113,7 +113,7 @@ def sweep(tmp_path: Path, *clients: str) -> tuple[dict, Path, dict[str, int], li
 
 def test_one_client_engine_runs_every_point_across_the_pair(engine, tmp_path):
     run, _, crossed, first, second = sweep(tmp_path, engine.url)
-    records = run["records"]
+    records = [r for r in run["records"] if r["superseded_by"] is None]  # a repeat measured again counts once
     assert len(records) == 8 and [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
     # Servers on the first daemon, wrk on the second, and nothing of either role the other way round.
     assert "server" in first and "wrk" not in first

@@ -17,7 +17,7 @@ from bench.errors import PointFailed
 from bench.holder import ACCEPT_STALL_S, QUEUE_LIMIT
 from bench.network import Namespaces
 from bench.runners import ProcessRunner
-from bench.sweep import hold_idle
+from bench.session import hold_idle
 from netns import ns
 from netns.config import Topology
 

@@ -75,7 +75,12 @@ def draw(workload: str, cells: list[Cell], panels: list[Metric], path: Path,
             x = [n for n, _ in points]
             medians = [s.median for _, s in points]
             errors = [[s.median - s.low for _, s in points], [s.high - s.median for _, s in points]]
-            ax.errorbar(x, medians, yerr=errors, markersize=4, capsize=3, **style[server])
+            drawn = ax.errorbar(x, medians, yerr=errors, markersize=4, capsize=3, **style[server])
+            # Repeats left out of the statistics (stalled, outliers: bench/flags.py) stand apart, never in a line.
+            flagged = [(c.connections, v) for c in cells if c.server == server for v in c.excluded.get(metric.key, [])]
+            if flagged:
+                ax.scatter(*zip(*flagged, strict=True), marker="x", s=40, color=drawn.lines[0].get_color(),
+                           label=f"{server}: flagged repeats, left out")
         if min(connections) > 0:
             ax.set_xscale("log", base=2)
         elif len(connections) > 2:  # 0 (the idle experiment's first point) has no log: linear up to the next

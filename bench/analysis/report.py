@@ -23,7 +23,7 @@ from bench.analysis.document import (
     page_of,
 )
 from bench.analysis.metrics import FIGURES, TABLED
-from bench.analysis.summary import Cell, median, summarize
+from bench.analysis.summary import Cell, flag_counts, median, remeasured, summarize
 from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, ERRORS_MARK, flagged, number, table
 from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
@@ -152,12 +152,42 @@ def method_line(run: Run) -> str:
             f"counted errors in a repeat. Each workload lists its flagged points with the evidence.")
 
 
+# Flags every loaded host shows on many points: counted, marked in the tables, not listed one by one.
+COUNTED_ONLY = ("disturbed", "client_bound")
+
+
+def integrity(run: Run) -> Section:
+    """The run's flags counted, what was measured again, wrk's share of the wall time, and every other flagged
+    repeat with its evidence (bench/flags.py states the rules)."""
+    counts = flag_counts(run.records)
+    again = remeasured(run.records)
+    text = (f"Flags on the standing repeats: {', '.join(f'{n} {name}' for name, n in counts.items()) or 'none'}. "
+            f"Measured again (flagged disturbed or stalled, {run.config.get('remeasure', 0)} extra tries at most): "
+            f"{again.points} repeat(s) in {again.attempts} extra attempt(s); {again.still_flagged} stayed flagged. "
+            f"Stalled repeats and outliers (further from the median than 3.5 robust deviations and 25 %) are left "
+            f"out of the statistics while a clean repeat remains, and drawn as crosses.")
+    if run.efficiency:
+        e = run.efficiency
+        text += f" wrk ran {e['wrk_share']:.0%} of the sweep's wall time ({e['wrk_s']:.0f} of {e['wall_s']:.0f} s)."
+    if run.resumed:
+        text += " Resumed: " + "; ".join(
+            f"{r['at']}{' (forced: ' + '; '.join(r['differences']) + ')' if r['forced'] else ''}" for r in run.resumed)
+    section = Section("Integrity", [Text(text)])
+    if listed := [r for r in run.records if set(r.flags) - set(COUNTED_ONLY)]:
+        section.blocks.append(Table(["point", "attempt", "flags", "evidence"], [
+            [Entry(f"{r.workload} {r.server} @ {r.connections} #{r.repeat}"),
+             Entry(f"{r.attempt}{' (replaced)' if r.superseded_by else ''}", r.attempt), Entry(", ".join(r.flags)),
+             Entry("; ".join(f"{k}: {v}" for k, v in r.flag_details.items() if k not in COUNTED_ONLY))]
+            for r in listed], align="lrll"))
+    return section
+
+
 def document(run: Run, cells: list[Cell], plot_dir: Path, report_dir: Path) -> Document:
     """The whole report of one run, as data."""
     intro = [Text(f"Run {run.status}: started {run.started_at}, finished {run.finished_at or '—'}, "
                   f"{len(run.records)} records.")]
     sections = [lessons.section(lessons.lessons(run.records)),
-                Section("Environment", [environment_table(run), Text(method_line(run))])]
+                Section("Environment", [environment_table(run), Text(method_line(run))]), integrity(run)]
     for workload in run.config["workloads"]:
         workload_cells = [c for c in cells if c.workload == workload["name"]]
         if not workload_cells:

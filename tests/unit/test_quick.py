@@ -13,8 +13,8 @@ import pytest
 from bench.analysis.report import method_line
 from bench.cli import resolve, sweep_parser
 from bench.config import PRESETS, SERVER_START_S, WRK_RUN_OVERHEAD_S, Point, SweepConfig, estimated_s, plan
+from bench.limits import HostLimits, unsupported
 from bench.results import Run, load
-from bench.sweep import HostLimits, unsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = HostLimits(open_files=20_000, threads=30_000, threads_because="kernel.pid_max = 32,768")

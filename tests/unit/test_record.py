@@ -9,8 +9,9 @@ import pytest
 
 from bench import nginx, wrk
 from bench.config import WORKLOADS, SweepConfig, plan, workload
+from bench.limits import HostLimits, server_workers, unsupported
+from bench.records import ClientRun, to_record
 from bench.runners.base import ServerUsage, server_command
-from bench.sweep import ClientRun, HostLimits, server_workers, to_record, unsupported
 
 LIMITS = HostLimits(open_files=20_000, threads=30_000, threads_because="kernel.pid_max = 32,768")
 

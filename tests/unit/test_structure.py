@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNING = ("bench.runners", "bench.sweep", "bench.lifecycle", "bench.holder", "bench.verify", "netns", "docker")
+RUNNING = ("bench.runners", "bench.sweep", "bench.session", "bench.measure", "bench.limits", "bench.lifecycle",
+           "bench.holder", "bench.verify", "netns", "docker")
 
 
 def imported_by(module: str) -> set[str]:

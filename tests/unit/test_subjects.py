@@ -11,8 +11,8 @@ import pytest
 
 from bench import subjects
 from bench.config import WORKLOADS, Point, SweepConfig, plan, workload
+from bench.limits import HostLimits, server_workers, unsupported
 from bench.runners.base import profiled_support, server_command
-from bench.sweep import HostLimits, server_workers, unsupported
 from servers.kinds import RUNNABLE
 from servers.select_server import FD_SETSIZE
 from tests.unit.test_cli_usage import bench_here
