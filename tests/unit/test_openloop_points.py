@@ -8,12 +8,16 @@ are more than it has, the backlog grows). stall-c2.out: see test_openloop_merge.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from bench import loadgen, openloop
 from bench.config import WORKLOADS, Rate, SweepConfig, plan
+from bench.lifecycle import plan_digest, stored_config
+from bench.results import Record
 from tests.unit.test_cli_usage import bench_here
 
 DATA = Path(__file__).with_name("data") / "openloop"
@@ -81,3 +85,17 @@ def test_a_mix_has_per_route_figures_and_a_single_route_none():
     assert sum(c["requests"] for c in figures["classes"].values()) == 9000
     assert figures["latency_p99_99_us"] >= figures["latency_p99_us"] >= figures["latency_uncorrected_p99_us"]
     assert openloop.open_figures(loadgen.merge([recorded("overload")]), 3000, None, 0.2)["classes"] is not None
+
+
+def test_a_resume_tells_the_rates_apart_and_gets_the_config_back():
+    mix = openloop.mix_workload(((99.0, "/"), (1.0, "/sleep/20")), (32,))
+    config = SweepConfig("full", ("epoll",), (WORKLOADS["latency-plaintext"], mix), (16,), 2, 1, 1,
+                         rates=(Rate(0.5, True), Rate(2000)))
+    points = plan(config)
+    assert len({p.key for p in points}) == len(points) == 6
+    assert points[0].key == ("epoll", "latency-plaintext", 32, 1)  # the peak's, as a closed-loop point's
+    record = Record("epoll", "latency-plaintext", 32, 1, "ok", rate_asked="2000/s")
+    assert record.key == points[2].key
+    document = json.loads(json.dumps(asdict(config)))
+    assert stored_config(document) == config
+    assert plan_digest(replace(config, rates=(Rate(0.5, True), Rate(3000)))) != plan_digest(config)
