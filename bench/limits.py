@@ -46,9 +46,8 @@ def unsupported(point: Point, limits: HostLimits) -> str | None:
     """Why the point's server cannot serve it, by its description or on this host (reported as such, never
     run), else None."""
     subject = subjects.get(point.server)
-    route = point.workload.route
-    if not subject.serves(route):
-        return f"{subject.name} serves only {', '.join(subject.routes)} ({subject.model}), not {route}"
+    if missing := [route for route in point.workload.routes if not subject.serves(route)]:  # a mix's every route
+        return f"{subject.name} serves only {', '.join(subject.routes)} ({subject.model}), not {', '.join(missing)}"
     if subject.keep_alive_only and point.workload.close:
         return f"{subject.name} answers only kept-alive connections ({subject.model}), not `Connection: close`"
     connections = point.workload.idle + point.connections

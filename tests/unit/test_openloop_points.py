@@ -17,6 +17,7 @@ import pytest
 from bench import loadgen, openloop
 from bench.config import WORKLOADS, Rate, SweepConfig, plan
 from bench.lifecycle import plan_digest, stored_config
+from bench.limits import HostLimits, unsupported
 from bench.results import Record
 from tests.unit.test_cli_usage import bench_here
 
@@ -99,3 +100,10 @@ def test_a_resume_tells_the_rates_apart_and_gets_the_config_back():
     document = json.loads(json.dumps(asdict(config)))
     assert stored_config(document) == config
     assert plan_digest(replace(config, rates=(Rate(0.5, True), Rate(3000)))) != plan_digest(config)
+
+
+def test_a_mix_is_unsupported_where_the_description_lacks_one_of_its_routes():
+    limits = HostLimits(open_files=20_000, threads=30_000, threads_because="test")
+    point = plan(SweepConfig("full", ("floor", "epoll"), (WORKLOADS["latency-mix-sleep"],), (16,), 2, 1, 1))
+    reasons = {p.server: unsupported(p, limits) for p in point}
+    assert "not /sleep/MS" in reasons["floor"] and reasons["epoll"] is None
