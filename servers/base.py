@@ -278,17 +278,22 @@ class Peer(Connection):
         if not data:
             self.eof = True
             return 0
-        if (wire := self.take(data)) is not None:  # the fast path: one send, straight from the read
+        self.respond(data)
+        return len(data)
+
+    def respond(self, data: bytes) -> None:
+        """Hand the bytes read to the core and queue its answers, the fast path's sent at once if the socket
+        takes them (one send, straight from the read; what it leaves is queued)."""
+        if (wire := self.take(data)) is not None:
             try:
                 sent = self.sock.send(wire)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self.broken = True
-                return len(data)
+                return
             if sent < len(wire):
-                self.outbox.append(wire[sent:])  # only what the send left is queued
-        return len(data)
+                self.outbox.append(wire[sent:])
 
     def flush(self) -> bool:
         """Write until the socket would block, taking the core's next batch whenever one is written.
