@@ -48,6 +48,7 @@ ACCEPT_BACKOFF_S = 0.01  # after a failed accept (out of descriptors): pause ins
 KERNEL = (6, 1)  # multishot recv (6.0), IORING_SETUP_DEFER_TASKRUN (6.1)
 ACCEPT, RECV, WRITABLE, RETRY_ACCEPT, TICK, CANCEL = range(6)  # low three bits of user_data; the rest: the fd
 OP_BITS = 3
+BUFFER_SHIFT = 16  # IORING_CQE_BUFFER_SHIFT: a completion's flags carry its buffer's id above this bit
 IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
 NR_IO_URING_REGISTER = 427  # the same on every architecture but alpha and mips
 IORING_REGISTER_PBUF_RING = 22
@@ -109,20 +110,16 @@ class BufferRing:
         if libc.syscall(NR_IO_URING_REGISTER, ring_fd, IORING_REGISTER_PBUF_RING, registration, 1) < 0:
             raise Unsupported(f"io_uring_register(IORING_REGISTER_PBUF_RING): {os.strerror(ctypes.get_errno())}")
         for bid in range(count):
-            self.give_back(bid)
+            self.take(bid, 0)
         self.publish()
 
     def take(self, bid: int, length: int) -> bytes:
         """The bytes a receive put into buffer `bid`, copied out, and the buffer given back."""
         start = bid * self.size
-        data = self.memory[start:start + length]
-        self.give_back(bid)
-        return data
-
-    def give_back(self, bid: int) -> None:
         at = (self.tail & self.mask) * 16
         self.entries[at:at + BUF_ENTRY.size] = self.packed[bid]
         self.tail += 1
+        return self.memory[start:start + length]
 
     def publish(self) -> None:
         """Let the kernel see the buffers given back since the last call: one store of the tail."""
@@ -207,8 +204,18 @@ class IoUringServer(Server):
         fd, op = user_data >> OP_BITS, user_data & ((1 << OP_BITS) - 1)
         if op == RECV:
             peer = self.peers[fd]
-            data = self.buffers.take(flags >> self.uring.IORING_CQE_BUFFER_SHIFT, result) \
-                if flags & self.has_buffer else b""
+            data = self.buffers.take(flags >> BUFFER_SHIFT, result) if flags & self.has_buffer else b""
+            if flags & self.more and result > 0 and not (peer.outbox or peer.http.paused or peer.dropping):
+                try:  # the usual completion, inline (serve_peer's steps): bytes read, and the recv still armed
+                    peer.respond(data)
+                    if peer.outbox or peer.http.paused:
+                        peer.flush()
+                except Exception as error:
+                    FAILURES.report("serving a connection failed, so it was closed", error)
+                    peer.broken = True
+                if peer.outbox or peer.broken or peer.http.closing:
+                    self.next_step(peer)
+                return
             if not flags & self.more:
                 peer.reading = peer.unread = False
             self.serve_peer(peer, self.received, result, data)
@@ -239,7 +246,7 @@ class IoUringServer(Server):
                 peer.held += data
                 return
             peer.respond(data)
-            if peer.outbox or peer.http.paused:  # the fast path usually wrote everything already
+            if peer.outbox or peer.http.paused:  # the direct send usually wrote everything already
                 peer.flush()
         elif result == 0:
             peer.eof = True
