@@ -128,15 +128,14 @@ class BufferRing:
 
 class RingPeer(Peer):
     """A connection and the requests it has on the ring, so that it is closed only when none is left: its
-    descriptor then cannot be reused while a completion for it is still to come."""
+    descriptor then cannot be reused while a completion for it is still to come. The flags are class
+    defaults, set on a connection only when they change: an idle one carries no more than epoll's."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock)
-        self.reading = False  # a multishot recv is armed
-        self.unread = False  # ... and cancelled: output is pending
-        self.polling = False  # waiting for POLLOUT
-        self.dropping = False  # its requests cancelled: closed when the last one ends
-        self.held = b""  # what the recv took while output was pending, to be answered after it
+    reading = False  # a multishot recv is armed
+    unread = False  # ... and cancelled: output is pending
+    polling = False  # waiting for POLLOUT
+    dropping = False  # its requests cancelled: closed when the last one ends
+    held = b""  # what the recv took while output was pending, to be answered after it
 
 
 class IoUringServer(Server):
