@@ -149,7 +149,9 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
     try:
         with ServerSession(runner, net, config, point, profiled=True) as session:
-            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
+            # perf samples on-CPU, then records off-CPU, each for duration_s.
+            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + 2 * profiling.duration_s
+                               + PROFILE_TAIL_S)
             with ThreadPoolExecutor(max_workers=1) as pool:
                 load = pool.submit(run_wrk, runner, net, config, point, session.port, load_s)
                 time.sleep(PROFILE_LEAD_S)
@@ -162,8 +164,10 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
         return profile
     profile.status, profile.message, profile.python_method = result.status, result.message, result.python_method
     profile.notes = result.notes
-    profile.svg, profile.folded = (path and path.relative_to(profiling.run_dir).as_posix()
-                                   for path in (result.svg, result.folded))
+    profile.svg, profile.folded, profile.offcpu_svg, profile.offcpu_folded, profile.wall_svg = (
+        path and path.relative_to(profiling.run_dir).as_posix()
+        for path in (result.svg, result.folded, result.offcpu_svg, result.offcpu_folded, result.wall_svg))
+    profile.handoff_us, profile.offcpu_message = result.handoff_us, result.offcpu_message
     profile.requests_per_s = report.requests / (report.duration_us / 1e6)
     profile.syscalls_per_request = syscalls.per_request(profile.requests_per_s)
     profile.syscalls_message = syscalls.message

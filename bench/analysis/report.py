@@ -13,8 +13,9 @@ from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, number, tab
 from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
 from bench.profiling import markdown_table
+from bench.profiling.offcpu import off_cpu_breakdown, off_cpu_table
 from bench.profiling.perf import SAMPLE_HZ
-from bench.results import JSON_NAME, Profiling, Run, load, write_atomic
+from bench.results import JSON_NAME, Profiling, Run, ServerProfile, load, write_atomic
 
 
 def peak(cells: list[Cell], server: str) -> Cell | None:
@@ -175,9 +176,29 @@ def where_the_time_goes(profiling: Profiling, cells: list[Cell], plot_dir: Path,
         if diffs:
             lines += [f"Differential flame graphs (widths from the second server; red where it spends more, "
                       f"blue where less): {', '.join(diffs)}.", ""]
+        lines += off_cpu_lines(profiles, run_dir)
         notes = [f"- {p.server}: {note}" for p in profiles
-                 for note in [p.message, *p.notes, p.syscalls_message] if note]
+                 for note in [p.message, *p.notes, p.syscalls_message, p.offcpu_message] if note]
         lines += [*notes, ""] if notes else []
+    return lines
+
+
+def off_cpu_lines(profiles: list[ServerProfile], run_dir: Path) -> list[str]:
+    """Where the threads waited in the window after the sampling: a table of blocked time, the graphs, the
+    hand-offs to waiting workers."""
+    found = {p.server: off_cpu_breakdown(run_dir / p.offcpu_folded) for p in profiles if p.offcpu_folded}
+    if not found:
+        return []
+    graphs = ", ".join(f"{p.server} [off-CPU]({p.offcpu_svg})" + (f" [on + off]({p.wall_svg})" if p.wall_svg else "")
+                       for p in profiles if p.offcpu_svg)
+    lines = ["Where the threads waited (off-CPU, the window after the sampling: every context switch with its "
+             "stack, weighted by the time until the thread ran again; categories: `bench/profiling/offcpu.py`):",
+             "", off_cpu_table(found), f"Off-CPU and on + off flame graphs: {graphs}.", ""]
+    handoffs = [f"{p.server} {h['mean']:.0f} µs mean, {h['p50']:.0f} µs median, {h['p99']:.0f} µs p99 "
+                f"({h['count']:.0f} hand-offs)" for p in profiles if (h := p.handoff_us)]
+    if handoffs:
+        lines += ["A request's wait between the loop thread and a waiting worker (woken on its queue until it "
+                  f"runs, the GIL wait straight after included): {'; '.join(handoffs)}.", ""]
     return lines
 
 

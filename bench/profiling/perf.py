@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.profiling.flamegraph import RenderError, render_perf_data
+from bench.profiling.offcpu import profile_off_cpu
 
 PERF_PERMISSION_HINT = ("run as root or `sysctl kernel.perf_event_paranoid=1`; "
                         "in a container add cap_add: [SYS_ADMIN, SYSLOG]")
@@ -44,6 +45,12 @@ class ProfileResult:
     svg: Path | None = None
     folded: Path | None = None
     notes: list[str] = field(default_factory=list)  # what a reader of the graph must know (missing frames)
+    # The off-CPU profile of the window after (bench.profiling.offcpu); offcpu_message says why there is none.
+    offcpu_svg: Path | None = None
+    offcpu_folded: Path | None = None
+    wall_svg: Path | None = None
+    handoff_us: dict[str, float] | None = None
+    offcpu_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,9 +123,11 @@ def kernel_symbols_hidden() -> bool:
 
 def profile_server(pids: list[int], duration: float, out_dir: Path, name: str, python: PythonSupport,
                    perf: str = "perf", flamegraph: str | None = None) -> ProfileResult:
-    """Sample `pids` (all their threads) for `duration` s while the caller's load runs.
+    """Sample `pids` (all their threads) for `duration` s while the caller's load runs, then record where they
+    block for another `duration` s (so the load must last 2 × `duration`).
 
-    Writes `<name>.svg` and `<name>.folded` into `out_dir`; perf.data is removed once drawn.
+    Writes `<name>.svg` and `<name>.folded`, and the off-CPU files, into `out_dir`; perf.data is removed once
+    drawn.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ProfileResult(name, "ok", "", python.method)
@@ -152,6 +161,9 @@ def profile_server(pids: list[int], duration: float, out_dir: Path, name: str, p
         svg, folded = out_dir / f"{name}.svg", out_dir / f"{name}.folded"
         render_perf_data(data, svg, folded, f"{name} (Python frames: {python.method})", perf, flamegraph)
         result.svg, result.folded = svg, folded
+        off = profile_off_cpu(pids, duration, out_dir, name, python.method == "perf_jit", folded, perf, flamegraph)
+        result.offcpu_svg, result.offcpu_folded, result.wall_svg = off.svg, off.folded, off.wall_svg
+        result.handoff_us, result.offcpu_message = off.handoff_us, off.message
     except RenderError as error:
         result.status, result.message = "failed", str(error)
     finally:
