@@ -46,7 +46,10 @@ SERVER_SPARE_FDS = 8  # stdio, the listener, the poller: descriptors a server ho
 WORKER_FILL = 0.8
 THREAD_HEADROOM = 2_000  # tasks left to the rest of the machine when a model wants a thread per connection
 PROFILE_LEAD_S = 0.5  # wrk's connection set-up, before perf starts counting
-PROFILE_TAIL_S = 1.0  # wrk outlasts perf, so perf never samples a server winding down
+# wrk outlasts perf, so perf never samples a server winding down (or gone idle: an empty graph, "No stack
+# counts found"). perf's start-up and write-out (seconds with 65 threads' DWARF stacks on a loaded host) and
+# the docker runner's execs come on top of the sampling windows.
+PROFILE_TAIL_S = 10.0
 SYSCALL_WINDOW_S = 1.5
 
 

@@ -7,11 +7,13 @@ when it was still runnable) and the moment it comes back; sched:sched_wakeup (no
 waker's thread, gives when a thread of the server woke another. A thread's blocked interval runs from its
 switch-out to its next switch-in and is charged to its stack's category (OFF_CPU_CATEGORIES, checked in
 order; Python frames only by the leaf-most one); a preempted interval, and the part of any interval after
-a wake-up by the server itself, is the run queue. A wait begun before the window has no stack and is left
-out; one still going at its end counts until then.
+a wake-up by the server itself, is the run queue. A wait begun before the window is left out; one still
+going at its end counts until then; one whose stack sample perf lost (its buffer full: many threads
+switching) counts as "no stack".
 
 The hand-off: a worker waiting on its queue (condition) woken by the server's own thread waits on for a CPU,
-then, often, for the GIL. Its hand-off time is that run-queue part plus a GIL wait that follows straight on.
+then, often, for the GIL. Its hand-off time is that run-queue part plus a GIL wait that follows straight on
+(inside a container only the GIL part: see handoffs).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ DWARF_STACK_BYTES = 16384
 PERF_GRACE_S = 60
 RUN_QUEUE = "run-queue"
 OFF_OTHER = "other"
+NO_STACK = "no-stack"  # perf lost the switch's stack sample (its buffer was full): the wait is counted, unnamed
 FOLLOWS_S = 50e-6  # a GIL wait that starts within this of the hand-off's switch-in is part of it
 OFF_CPU_CATEGORIES = (
     Category("sleep", "sleep (clock_nanosleep: /sleep)", (
@@ -50,15 +53,16 @@ OFF_CPU_CATEGORIES = (
         r"sk_wait_data|inet_csk_accept|inet_csk_wait_for_connect|sk_stream_wait_memory|wait_woken",)),
 )
 LABELS = {c.name: c.label for c in OFF_CPU_CATEGORIES} | {RUN_QUEUE: "the run queue (runnable, no CPU)",
-                                                          OFF_OTHER: "other"}
+                                                          OFF_OTHER: "other", NO_STACK: "no stack (lost)"}
 _COMPILED = [(c.name, re.compile("|".join(f"(?:{p})" for p in c.patterns))) for c in OFF_CPU_CATEGORIES]
 _SUFFIX = re.compile(r"(\.(isra|constprop|part|cold|lto_priv)\.\d+)+$|@.*$")
 _HEADER = re.compile(r"^\s*(\d+)\s+(\d+\.\d+):\s+(.*)$")
 _WOKEN = re.compile(r"\bpid=(\d+)")
+_FRAME = re.compile(r"^\s*[0-9a-f]+ (.+?)(?: \((.*)\))?$")
 
 
 def off_cpu_names() -> list[str]:
-    return [RUN_QUEUE, *(c.name for c in OFF_CPU_CATEGORIES), OFF_OTHER]
+    return [RUN_QUEUE, *(c.name for c in OFF_CPU_CATEGORIES), OFF_OTHER, NO_STACK]
 
 
 def classify_blocked(frames: list[str]) -> str:
@@ -92,7 +96,7 @@ class OffCpuResult:
 
 
 def parse_script(text: str) -> list[Interval]:
-    """The blocked intervals in `perf script --show-switch-events -F tid,time,event,trace,ip,sym` output."""
+    """The blocked intervals in `perf script --show-switch-events -F tid,time,event,trace,ip,sym,dso` output."""
     stacks: dict[int, list[str]] = {}  # tid -> the stack of its last context-switches sample, leaf first
     out: dict[int, tuple[float, list[str], bool]] = {}  # tid -> switched out when, with what, preempted
     woken: dict[int, float] = {}
@@ -102,7 +106,7 @@ def parse_script(text: str) -> list[Interval]:
 
     def close(tid: int, end: float) -> None:
         start, frames, preempted = out.pop(tid)
-        category = classify_blocked(frames)
+        category = classify_blocked(frames) if frames else NO_STACK
         wake = woken.pop(tid, None)
         if preempted:
             intervals.append(Interval(tid, start, end, RUN_QUEUE, frames))
@@ -115,8 +119,9 @@ def parse_script(text: str) -> list[Interval]:
     for line in text.splitlines():
         header = _HEADER.match(line)
         if not header:
-            if collecting is not None and (parts := line.split(None, 1)) and len(parts) == 2:
-                collecting.append(parts[1].split(" (")[0].strip())  # "ffff... symbol (dso)"
+            if collecting is not None and (frame := _FRAME.match(line)):  # "ffff... symbol (dso)"
+                symbol, dso = frame[1], frame[2]  # an unknown symbol named by its file, as inferno does
+                collecting.append(f"[{Path(dso).name}]" if symbol == "[unknown]" and dso else symbol)
             continue
         tid, time, event = int(header[1]), float(header[2]), header[3]
         last = max(last, time)
@@ -133,7 +138,7 @@ def parse_script(text: str) -> list[Interval]:
             collecting = stacks[tid] = []
     for tid in list(out):
         close(tid, last)
-    return [interval for interval in intervals if interval.frames]
+    return intervals
 
 
 def folded_lines(intervals: list[Interval]) -> Counter[str]:
@@ -146,19 +151,26 @@ def folded_lines(intervals: list[Interval]) -> Counter[str]:
 
 
 def handoffs(intervals: list[Interval]) -> list[float]:
-    """Seconds per hand-off: a condition wait's run-queue tail, plus a GIL wait that follows straight on."""
+    """Seconds per hand-off: what follows a condition wait straight on, its run-queue tail and then a GIL wait.
+
+    Inside a container sched_wakeup names the woken thread by its host pid, which perf's tids (the
+    container's) never match: there the run-queue tail stays part of the condition wait, and only the GIL
+    wait counts.
+    """
     by_thread: dict[int, list[Interval]] = defaultdict(list)
     for interval in sorted(intervals, key=lambda i: i.start):
         by_thread[interval.tid].append(interval)
     found = []
     for steps in by_thread.values():
-        for before, queued, *after in zip(steps, steps[1:], steps[2:] + [None], strict=False):
-            if before.category == "condition" and queued.category == RUN_QUEUE and queued.start == before.end:
-                wait = queued.end - queued.start
-                following = after[0]
-                if following and following.category == "gil" and following.start - queued.end < FOLLOWS_S:
-                    wait += following.end - following.start
-                found.append(wait)
+        for at, step in enumerate(steps):
+            if step.category != "condition":
+                continue
+            wait, end, rest = 0.0, step.end, steps[at + 1:at + 3]
+            if rest and rest[0].category == RUN_QUEUE and rest[0].start == end:
+                wait, end, rest = rest[0].end - rest[0].start, rest[0].end, rest[1:]
+            if rest and rest[0].category == "gil" and rest[0].start - end < FOLLOWS_S:
+                wait += rest[0].end - rest[0].start
+            found.append(wait)
     return found
 
 
@@ -206,19 +218,23 @@ def _why(done: subprocess.CompletedProcess | str) -> str:
     return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
 
 
-def profile_off_cpu(pids: list[int], duration: float, out_dir: Path, name: str, jit: bool,
-                    on_cpu_folded: Path | None = None, perf: str = "perf",
-                    flamegraph: str | None = None) -> OffCpuResult:
-    """Record `pids` (all threads) blocking for `duration` s; write `<name>.offcpu.{folded,svg}` and, given
-    the on-CPU folded stacks of the window before, `<name>.wall.svg`."""
-    raw, injected = out_dir / f"{name}.offcpu.perf.data", out_dir / f"{name}.offcpu.jit.perf.data"
+def record_off_cpu(pids: list[int], duration: float, raw: Path, perf: str = "perf") -> str | None:
+    """Record `pids` (all threads) blocking for `duration` s into `raw`; None, else why it could not."""
     record = [perf, "record", "-e", "context-switches", "-c", "1", "-e", "sched:sched_wakeup/call-graph=no/",
               "--switch-events", "--call-graph", f"dwarf,{DWARF_STACK_BYTES}", "-k", "1", "--no-buildid-cache",
               "-p", ",".join(map(str, pids)), "-o", str(raw), "--", "sleep", str(duration)]
+    recorded = _perf(record, duration + PERF_GRACE_S)
+    if isinstance(recorded, str) or recorded.returncode != 0 or not raw.exists():
+        return f"perf record (off-CPU) failed: {_why(recorded)}"
+    return None
+
+
+def analyse_off_cpu(raw: Path, out_dir: Path, name: str, jit: bool, on_cpu_folded: Path | None = None,
+                    perf: str = "perf", flamegraph: str | None = None) -> OffCpuResult:
+    """From a record_off_cpu recording, write `<name>.offcpu.{folded,svg}` and, given the on-CPU folded
+    stacks of the window before, `<name>.wall.svg`; `raw` is removed."""
+    injected = raw.with_suffix(".jit.data")
     try:
-        recorded = _perf(record, duration + PERF_GRACE_S)
-        if isinstance(recorded, str) or recorded.returncode != 0 or not raw.exists():
-            return OffCpuResult("unavailable", f"perf record (off-CPU) failed: {_why(recorded)}")
         data = raw
         if jit:
             inject = _perf([perf, "inject", "--jit", "-i", str(raw), "-o", str(injected)], PERF_GRACE_S)
@@ -226,12 +242,12 @@ def profile_off_cpu(pids: list[int], duration: float, out_dir: Path, name: str, 
                 return OffCpuResult("failed", f"perf inject --jit (off-CPU) failed: {_why(inject)}")
             data = injected
         script = _perf([perf, "script", "-i", str(data), "--show-switch-events", "--no-inline",
-                        "-F", "tid,time,event,trace,ip,sym"], 5 * PERF_GRACE_S)
+                        "-F", "tid,time,event,trace,ip,sym,dso"], 5 * PERF_GRACE_S)
         if isinstance(script, str) or script.returncode != 0:
             return OffCpuResult("failed", f"perf script (off-CPU) failed: {_why(script)}")
         intervals = parse_script(script.stdout)
         if not intervals:
-            return OffCpuResult("failed", "no blocked interval with a stack in the window")
+            return OffCpuResult("failed", "no blocked interval in the window")
         stacks = folded_lines(intervals)
         folded, svg = out_dir / f"{name}.offcpu.folded", out_dir / f"{name}.offcpu.svg"
         folded.write_text("".join(f"{stack} {ns}\n" for stack, ns in sorted(stacks.items())))
@@ -252,3 +268,12 @@ def profile_off_cpu(pids: list[int], duration: float, out_dir: Path, name: str, 
     finally:
         raw.unlink(missing_ok=True)
         injected.unlink(missing_ok=True)
+
+
+def profile_off_cpu(pids: list[int], duration: float, out_dir: Path, name: str, jit: bool,
+                    perf: str = "perf", flamegraph: str | None = None) -> OffCpuResult:
+    """record_off_cpu, then analyse_off_cpu (without an on-CPU graph)."""
+    raw = out_dir / f"{name}.offcpu.perf.data"
+    if problem := record_off_cpu(pids, duration, raw, perf):
+        return OffCpuResult("unavailable", problem)
+    return analyse_off_cpu(raw, out_dir, name, jit, None, perf, flamegraph)
