@@ -12,6 +12,7 @@ from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import table
 from bench.config import EXPERIMENTS, Experiment
+from bench.profiling.breakdown import heaviest_lock_path
 from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
@@ -141,6 +142,9 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
 # --- gil: several runs compared (python3 -m bench gil) ----------------------------------------------
 
 
+LOCK_PATH_SHOWN = 5.0  # percent of a run's samples: a lock path below this is not worth naming
+
+
 @dataclass(frozen=True)
 class GilFigures:
     """One (workload, server) of one run, at the run's largest connection count."""
@@ -150,6 +154,7 @@ class GilFigures:
     syscalls_per_request: float | None  # from the profiled run
     lock_share: float | None  # percent of the profiled run's CPU samples in threads, locks and the GIL
     failure: str | None  # why there is no measurement
+    lock_path: tuple[str, float] | None = None  # the heaviest path to a lock, and its percent of the samples
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,8 @@ def gil_run(run: Run, run_dir: Path) -> GilRun | None:
         profile = profiles.get((cell.workload, cell.server))
         figures[cell.workload, cell.server] = GilFigures(
             rps(cell), median(cell, "cpu_us_per_request"), profile.syscalls_per_request if profile else None,
-            locks.get((cell.workload, cell.server)), cell.failure)
+            locks.get((cell.workload, cell.server)), cell.failure,
+            heaviest_lock_path(run_dir / profile.folded) if profile and profile.folded else None)
     return GilRun(server_python["gil_enabled"], len(run.config["server_cpus"]), at, server_python["version"],
                   figures)
 
@@ -271,6 +277,12 @@ def gil_sections(runs: list[GilRun]) -> list[str]:
                                 and subjects.category(s) != "reference")
         for server in servers:
             lines += [gil_paragraph(runs, workload, server), ""]
+        paths = [f"- {server}, {run.label}: {share:.1f} % of samples in `{path}`" for server in servers
+                 for run in runs if (found := run.figures.get((workload, server))) and found.lock_path
+                 for path, share in [found.lock_path] if share >= LOCK_PATH_SHOWN]
+        if paths:
+            lines += ["Where the lock time goes (the heaviest path from a Python function to a lock, "
+                      f"where it holds {LOCK_PATH_SHOWN:g} % of the samples or more):", "", *paths, ""]
     return lines
 
 
