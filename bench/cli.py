@@ -1,8 +1,9 @@
 """python3 -m bench [options]      sweep servers x workloads x connection counts
 python3 -m bench profile [opts]   flame graphs, where the time goes and syscalls/request (plaintext)
 python3 -m bench gil [opts]       the gil experiment: with and without the GIL, on one CPU and on two
-python3 -m bench plot DIR         redraw plots and report.md from DIR/results.json (a gil DIR: its report)
-python3 -m bench compare A B      per-point ratios B/A of two runs
+python3 -m bench plot DIR         redraw plots, report.md and report.html from DIR/results.json (a gil DIR: its report)
+python3 -m bench index [DIR]      DIR/index.html (default results/): every run under DIR, linked to its page
+python3 -m bench compare A B      per-point ratios B/A of two runs (--html: as a page too)
 python3 -m bench ship-image --from ENGINE --to ENGINE   copy the image to another Docker engine
 """
 
@@ -13,25 +14,21 @@ import ipaddress
 import json
 import os
 import sys
-import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-
 from bench import subjects
-from bench.analysis.compare import agreement, compare
-from bench.analysis.metrics import METRICS
+from bench.analysis.compare import write_comparison
+from bench.analysis.index import write_index
 from bench.analysis.report import write_gil_report, write_outputs
-from bench.analysis.summary import summarize
-from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, WORKLOADS, SweepConfig, cpu_list, workload
+from bench.config import DEFAULT_PRESET, EXPERIMENTS, PRESETS, WORKLOADS, SweepConfig, workload
+from bench.console import RESULTS_DIR, console, print_comparison, print_paths, print_subjects, run_shown
 from bench.errors import BenchError
-from bench.lifecycle import TOPOLOGY_FIX, Interrupted, RunEvents, execute, require_root
-from bench.results import JSON_NAME, Record, Run, ServerProfile, load
-from bench.runners import REPO_ROOT, RUNNERS, ProcessRunner, Runner, docker_runner
+from bench.gil import run_gil
+from bench.lifecycle import TOPOLOGY_FIX, require_root
+from bench.results import JSON_NAME
+from bench.runners import RUNNERS, ProcessRunner, Runner, docker_runner
 from bench.runners.base import FT_BUILD, FT_IMAGE
 from netns.config import Topology
 from netns.ns import NamespaceError
@@ -41,19 +38,8 @@ from netns.topology import TopologyError
 DEFAULT_DIFFS = subjects.DEFAULT_DIFFS
 PROFILE_CONNECTIONS = 64
 GIL_CONNECTIONS = 64
-console = Console()
 
 
-HOST_RESULTS_ENV = "SWISSKNIFE_HOST_RESULTS"  # the compose bench: how the host names its results directory
-RESULTS_DIR = REPO_ROOT / "results"
-
-
-def shown(path: Path) -> str:
-    """`path` as the user can open it: inside the compose bench container, the host's path."""
-    host = os.environ.get(HOST_RESULTS_ENV)
-    if host and path.resolve().is_relative_to(RESULTS_DIR):
-        return f"{host.rstrip('/')}/{path.resolve().relative_to(RESULTS_DIR)}"  # keeps "./results/..." as typed
-    return str(path)
 
 
 def positive(text: str) -> int:
@@ -143,7 +129,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", "--profile", dest="preset", choices=PRESETS, default=DEFAULT_PRESET,
-                        help="the sweep's size (--profile is the older spelling)")
+                        help="the sweep's size (--profile is the older spelling): "
+                             + "; ".join(f"{name}: {preset.about}" for name, preset in PRESETS.items()))
     parser.add_argument("--workloads", nargs="+", metavar="NAME", help=f"from: {', '.join(WORKLOADS)}")
     parser.add_argument("--experiments", nargs="+", metavar="NAME",
                         help=f"run these experiments' workloads, from: {', '.join(EXPERIMENTS)}")
@@ -206,7 +193,9 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if unknown := [e for e in args.experiments or () if e not in EXPERIMENTS]:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from: {', '.join(EXPERIMENTS)}")
     from_experiments = [w for e in args.experiments or () for w in EXPERIMENTS[e].default_workloads()]
-    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or preset.workloads
+    workloads = list(dict.fromkeys([*(args.workloads or ()), *from_experiments])) or [
+        # Idle connections are held from one host's client namespace: on several machines a preset runs without.
+        w for w in preset.workloads if not (args.client_engine and workload(w).idle)]
     if unknown := [w for w in workloads if workload(w) is None]:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from: {', '.join(WORKLOADS)}")
     runner, server_engine, client_engines, server_addr = resolve_engines(args, parser, workloads)
@@ -218,14 +207,17 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
     if server_engine is None and not {*server_cpus, client_cpu} <= os.sched_getaffinity(0):
         parser.error(f"--cpus: usable CPUs are {sorted(os.sched_getaffinity(0))}")
     connections = tuple(args.connections or preset.connections)
-    counts = {*connections, *(c for w in workloads for c in workload(w).connections or ())}
+    given = [key for key, value in (("connections", args.connections), ("repeat", args.repeat),
+                                    ("duration_s", args.duration)) if value]
+    chosen = tuple(preset.variant_of(w, given) for w in workloads)
+    counts = {*connections, *(c for w in chosen for c in w.connections or ())}
     if uneven := sorted(c for c in counts if c % max(len(client_engines), 1)):
         parser.error(f"{len(client_engines)} client engines share each point's connections evenly: "
                      f"{', '.join(map(str, uneven))} do not divide by {len(client_engines)}")
     return SweepConfig(
         preset=args.preset,
         servers=(swept := tuple(dict.fromkeys([*servers, *(u.name for u in users), *subjects.references()]))),
-        workloads=tuple(workload(w) for w in workloads),
+        workloads=chosen,
         connections=connections,
         duration_s=args.duration or preset.duration_s,
         warmup_s=preset.warmup_s,
@@ -238,32 +230,6 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SweepC
         server_addr=server_addr,
         subjects=tuple(subjects.get(name) for name in swept),
     )
-
-
-def point_line(record: Record) -> str:
-    where = f"{record.workload} {record.server:<10} {record.connections:>5} conn. #{record.repeat}"
-    if record.status != "ok":
-        mark = "[yellow]UNSUPPORTED[/yellow]" if record.status == "unsupported" else "[red]FAILED[/red]"
-        return f"{where}  {mark} {record.failure}"
-    # Figures a run over several machines does not measure are None: their flags stay off.
-    engine_share, other_share = record.engine_cpu_share or 0, record.other_cpu_share or 0
-    flags = [f for f, on in (("client-bound", record.client_bound),
-                             (f"wrk-errors:{record.wrk_errors}", record.wrk_errors),
-                             (f"disturbed:{other_share:.2f}cpu", record.disturbed),
-                             (f"engine:{engine_share:.2f}cpu", engine_share >= 0.01),
-                             ("veth-mismatch", record.veth_consistent is False)) if on]
-    p99 = f"{record.latency_p99_us / 1000:7.2f} ms" if record.latency_p99_us else "      — ms"
-    return (f"{where}  {record.requests_per_s:>10,.0f} req/s  p99 {p99}  "
-            f"CPU {record.cpu_us_per_request:6.1f} µs/req  {' '.join(flags)}")
-
-
-def profile_line(profile: ServerProfile) -> str:
-    where = f"profile {profile.workload} {profile.server:<10} {profile.connections:>5} conn."
-    if profile.status != "ok":
-        return f"{where}  [red]NO PROFILE[/red] ({profile.status}) {profile.message}"
-    per_request = (f"{profile.syscalls_per_request:.2f} syscalls/req" if profile.syscalls_per_request is not None
-                   else f"syscalls not counted: {profile.syscalls_message}")
-    return f"{where}  Python frames: {profile.python_method}  {per_request}  {profile.svg}"
 
 
 def diff_pairs(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> list[list[str]]:
@@ -307,17 +273,8 @@ def list_subjects(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     known = sorted(subjects.REGISTRY.subjects.values(), key=lambda s: subjects.CATEGORIES.index(s.category))
     if args.json:
         print(json.dumps([s.describe() for s in known], indent=1))
-        return 0
-    table = Table(title="subjects (python3 -m bench --servers NAME ...)")
-    for heading in ("name", "category", "I/O model", "routes", "limits"):
-        table.add_column(heading)
-    for s in known:
-        limits = [*([f"FD_SETSIZE {s.limits.fd_setsize}"] if s.limits.fd_setsize else []),
-                  "worker processes as needed" if s.limits.processes == "workers" else "one process",
-                  *(["a thread per connection"] if s.limits.thread_per_connection else []),
-                  *(["kept-alive only"] if s.keep_alive_only else [])]
-        table.add_row(s.name, s.category, s.model, " ".join(s.routes), ", ".join(limits))
-    Console(width=None if console.is_terminal else 200).print(table)
+    else:
+        print_subjects(known)
     return 0
 
 
@@ -325,7 +282,7 @@ def profile_command(argv: list[str]) -> int:
     """A sweep of plaintext at one connection count, one repeat, with flame graphs."""
     parser = profile_parser()
     args = parser.parse_args(argv)
-    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, ["plaintext"], None
+    args.preset, args.workloads, args.experiments = "plaintext", ["plaintext"], None
     args.connections, args.repeat, args.flamegraphs = [args.connections], 1, True
     return run_command(args, parser, replace(resolve(args, parser), preset="profile"))
 
@@ -337,25 +294,18 @@ def gil_command(argv: list[str]) -> int:
     if not args.cpus:  # the first two usable CPUs for the server, wrk on the second: --cpus 0-1,1 here
         first = min(os.sched_getaffinity(0))
         args.cpus = f"{first}-{first + 1},{first + 1}"
-    args.preset, args.workloads, args.experiments = DEFAULT_PRESET, None, ["gil"]
+    args.preset, args.workloads, args.experiments = "plaintext", None, ["gil"]
     args.flamegraphs = not args.no_flamegraphs
     wide = replace(resolve(args, parser), preset="gil")
     if len(wide.server_cpus) < 2:
         parser.error("--cpus: gil compares one server CPU with several: give a range, e.g. 0-1,1")
-    out = args.out or REPO_ROOT / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-gil"
-    status = 0
-    for label, python in (("gil", args.gil_python), ("free-threaded", args.server_python)):
-        for cpus in (wide.server_cpus[:1], wide.server_cpus):
-            console.print(f"gil: {label} interpreter ({python}), server on CPUs {cpu_list(cpus)}")
-            run_args = argparse.Namespace(**vars(args) | {"server_python": python,
-                                                          "out": out / f"{label}-{len(cpus)}cpu"})
-            code = run_command(run_args, parser, replace(wide, server_cpus=cpus))
-            if code not in (0, 1):  # interrupted: stop here (1: some points failed, the others stand)
-                return code
-            status = max(status, code)
-    for path in write_gil_report(out):
-        console.print(f"gil: {path}")
-    return status
+    out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-gil"
+
+    def run_one(config: SweepConfig, python: str, run_out: Path) -> int:
+        return run_command(argparse.Namespace(**vars(args) | {"server_python": python, "out": run_out}), parser,
+                           config)
+
+    return run_gil(wide, {"gil": args.gil_python, "free-threaded": args.server_python}, out, run_one)
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, config: SweepConfig) -> int:
@@ -365,48 +315,25 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser, confi
     topo = Topology()
     runner = make_runner(args, parser, config, topo)
     out = args.out or RESULTS_DIR / f"{datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
-    started = time.monotonic()
-    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("sweep", total=None)
-
-        def on_start(run: Run, points: int) -> None:
-            if run.profiling and run.profiling.problem:
-                progress.console.print(f"no profiles: {run.profiling.problem}", highlight=False)
-            progress.console.print(f"{points} points, {len(config.servers)} servers, results in {shown(out)}",
-                                   highlight=False, soft_wrap=True)
-            progress.update(task, total=points)
-
-        def on_record(record: Record) -> None:
-            progress.console.print(point_line(record), highlight=False, soft_wrap=True)
-            progress.advance(task)
-
-        def on_profile(profile: ServerProfile) -> None:
-            progress.console.print(profile_line(profile), highlight=False, soft_wrap=True)
-
-        try:
-            run = execute(config, runner, out, args.flamegraphs, diffs,
-                          RunEvents(on_start, on_record, on_profile))
-        except Interrupted as interrupted:
-            progress.console.print(f"{interrupted}: sweep stopped, records kept in {shown(out)} "
-                                   f"(redraw: python3 -m bench plot {shown(out)})", highlight=False, soft_wrap=True)
-            return interrupted.exit_code
-    failed = sum(r.status == "failed" for r in run.records)
-    unsupported = sum(r.status == "unsupported" for r in run.records)
-    console.print(f"done in {time.monotonic() - started:.0f} s: {len(run.records) - failed - unsupported} ok, "
-                  f"{failed} failed, {unsupported} unsupported by their model; report: {shown(out / 'report.md')}",
-                  highlight=False, soft_wrap=True)
-    return 1 if failed else 0
+    return run_shown(config, runner, out, args.flamegraphs, diffs)
 
 
 def plot_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench plot", description="Redraw plots and report.md.")
+    parser = argparse.ArgumentParser(prog="python3 -m bench plot",
+                                     description="Redraw plots, report.md and report.html of a run.")
     parser.add_argument("directory", type=Path)
     directory = parser.parse_args(argv).directory
     # A gil experiment's directory holds one run per subdirectory: redraw the comparison.
     paths = write_outputs(directory) if (directory / JSON_NAME).exists() else write_gil_report(directory)
-    for path in paths:
-        console.print(shown(path), highlight=False, soft_wrap=True)
+    print_paths(paths)
+    return 0
+
+
+def index_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m bench index",
+                                     description="Write DIR/index.html: every run under DIR with a link to its page.")
+    parser.add_argument("directory", type=Path, nargs="?", default=RESULTS_DIR)
+    print_paths([write_index(parser.parse_args(argv).directory)])
     return 0
 
 
@@ -417,66 +344,14 @@ def compare_command(argv: list[str]) -> int:
                     "ranges, the servers' order, wall time, disturbed points.")
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
+    parser.add_argument("--html", nargs="?", type=Path, const=True, metavar="FILE",
+                        help="also write it as a page (default: compare-A-vs-B.html beside B)")
     args = parser.parse_args(argv)
-    run_a, run_b = load(args.a), load(args.b)
-    rows = compare(summarize(run_a.records), summarize(run_b.records))
-    if not rows:
-        raise BenchError("the two runs share no (workload, server, connections) point")
-    table = Table(title=f"medians of A = {args.a} and B = {args.b}")
-    for heading in ("workload", "server", "conn."):
-        table.add_column(heading)
-    # Ratios of the metrics either run has for some point (a plaintext run has no idle-memory columns).
-    shown_metrics = [m for m in METRICS.values() if m.compared and any(row.ratio[m.key] is not None for row in rows)]
-    for heading in ("req/s A", "req/s B", *(f"{m.short} B/A" for m in shown_metrics)):
-        table.add_column(heading, justify="right")
-    for row in rows:
-        throughput = [f"{side['requests_per_s']:,.0f}" if side["requests_per_s"] else "failed"
-                      for side in (row.a, row.b)]
-        ratios = [f"{row.ratio[m.key]:.2f}" if row.ratio[m.key] is not None else "—" for m in shown_metrics]
-        table.add_row(row.workload, row.server, str(row.connections), *throughput, *ratios)
-    # Pipes get rich's default 80 columns, too few for this table.
-    wide = Console(width=None if console.is_terminal else 160)
-    wide.print(table)
-    for line in agreement_lines(run_a, run_b):
-        wide.print(line, highlight=False, soft_wrap=True, markup=False)  # "[min–max]" is no style tag
+    print_comparison(args.a, args.b)
+    if args.html:
+        page = args.b.parent / f"compare-{args.a.name}-vs-{args.b.name}.html" if args.html is True else args.html
+        print_paths([write_comparison(args.a, args.b, page)])
     return 0
-
-
-def agreement_lines(run_a: Run, run_b: Run) -> list[str]:
-    """Whether B reproduces A: CPU µs/request ranges, the models' order, wall time, disturbed points."""
-    found = agreement(summarize(run_a.records), summarize(run_b.records))
-    lines = []
-    if found.cells:
-        lines.append(f"CPU µs/request [min–max] ranges overlap in {found.overlapping} of {found.cells} cells "
-                     f"({found.overlapping / found.cells:.0%})")
-    if found.rankings:
-        count = len(found.rankings)
-        consistent = sum(not r.reversed for r in found.rankings)
-        lines.append(f"servers ranked by CPU µs/request: no two in opposite order beyond both runs' [min–max] "
-                     f"ranges at {consistent} of {count} (workload, connections); the same order of medians at "
-                     f"{sum(r.same for r in found.rankings)} of {count}")
-        lines += [f"  opposite at {r.workload} {r.connections} conn.: "
-                  + ", ".join(f"A {x} < {y}, B {y} < {x}" for x, y in r.reversed)
-                  for r in found.rankings if r.reversed]
-        lines += [f"  medians' order at {r.workload} {r.connections} conn.: A {' < '.join(r.a)}; "
-                  f"B {' < '.join(r.b)}" for r in found.rankings if not r.same]
-    walls = [wall_time_s(run) for run in (run_a, run_b)]
-    if None not in walls:
-        lines.append(f"wall time: A {walls[0]:.0f} s, B {walls[1]:.0f} s (B/A {walls[1] / walls[0]:.2f})")
-    shares = []
-    for name, run in (("A", run_a), ("B", run_b)):
-        ok = [r for r in run.records if r.status == "ok"]
-        shares.append(f"{name} {sum(r.disturbed for r in ok)} of {len(ok)}" +
-                      (f" ({sum(r.disturbed for r in ok) / len(ok):.0%})" if ok else ""))
-    lines.append(f"points disturbed by other load: {', '.join(shares)}")
-    return lines
-
-
-def wall_time_s(run: Run) -> float | None:
-    if run.finished_at is None:
-        return None
-    return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
-
 
 
 def ship_image_command(argv: list[str]) -> int:
@@ -496,8 +371,8 @@ def ship_image_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"plot": plot_command, "compare": compare_command, "profile": profile_command, "gil": gil_command,
-            "ship-image": ship_image_command}
+COMMANDS = {"plot": plot_command, "index": index_command, "compare": compare_command, "profile": profile_command,
+            "gil": gil_command, "ship-image": ship_image_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import groupby
 
 from bench import subjects
 
@@ -25,6 +26,10 @@ class Workload:
     close: bool = False  # `Connection: close` on every request: accept + close per request (churn)
     idle: int = 0  # idle keep-alive connections held open beside wrk's active ones (C10K)
     connections: tuple[int, ...] | None = None  # a fixed active set, instead of the sweep's counts
+    # A preset's choices for this workload: fewer repeats than the sweep's (where the spread allows), a longer
+    # measured run (where a short one would see nothing).
+    repeat: int | None = None
+    duration_s: int | None = None
 
     @property
     def route(self) -> str:
@@ -78,6 +83,7 @@ class Experiment:
     workloads: tuple[str, ...]  # shell-style patterns: "idle-*" takes any idle-K of the run
     axis: str = "connections"  # what the experiment's plot puts on x: "connections" or a Workload field
     servers: tuple[str, ...] | None = None  # the models it compares, when not every one (and no --servers)
+    across_runs: bool = False  # compares whole runs (bench gil): one run's report has no section of it
 
     def includes(self, workload_name: str) -> bool:
         return any(fnmatch.fnmatchcase(workload_name, pattern) for pattern in self.workloads)
@@ -101,29 +107,57 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("churn", "What does accepting and closing a connection per request cost each model?", ("churn",)),
     Experiment("gil", "What does removing the GIL change for threads, the pool, one loop and processes, on one CPU "
                "and on two? `python3 -m bench gil` runs it on both interpreters and both CPU sets",
-               ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS),
+               ("plaintext", "sleep-5", "cpu-200"), servers=subjects.GIL_SERVERS, across_runs=True),
 )}
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A sweep's size (`--profile smoke|quick|full` on the command line)."""
+    """A sweep's size (`--preset smoke|quick|plaintext|full` on the command line)."""
 
-    servers: tuple[str, ...] | None  # None: every model and peer (bench.subjects), the references always added
+    about: str  # for --help
+    servers: tuple[str, ...] | None  # None: every model (bench.subjects), the references always added
     workloads: tuple[str, ...]
     connections: tuple[int, ...]
     duration_s: int  # wrk takes whole seconds
     warmup_s: int
     repeat: int
+    # The preset's own versions of some of its workloads (same names, so their cells compare with other runs'):
+    # a fixed connection count, fewer repeats, a longer run. --connections, --repeat, --duration override them.
+    variants: tuple[Workload, ...] = field(default=())
+
+    def variant_of(self, name: str, overridden: Collection[str] = ()) -> Workload | None:
+        """The named workload as this preset runs it, but with the base workload's `overridden` fields (the
+        settings the command line gives)."""
+        base = workload(name)
+        own = next((v for v in self.variants if v.name == name), base)
+        return own and replace(own, **{key: getattr(base, key) for key in overridden})
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(subjects.SMOKE, ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
-    "quick": Preset(None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
-    # Every workload; two connection counts keep it to about 30 minutes on a 2-core host (process runner).
-    # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only reuseport
-    # and nginx run (a minute or two more), the others are unsupported there.
-    "full": Preset(None, tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
+    "smoke": Preset("two models on plaintext, a check that everything runs", subjects.SMOKE,
+                    ("plaintext",), (4, 32), duration_s=1, warmup_s=1, repeat=2),
+    # The lesson in under 5 minutes: where each model wins and where it breaks. Plaintext gets two repeats (the
+    # models are close there, so its spread decides ties); the others one: the reference run's repeats spread
+    # 1-5 % on them (results/reference-docker) while what they show are 5x to 400x differences. /sleep/5 runs
+    # 2 s: one event loop first works off the warm-up's queued handlers (256 x 5 ms), so 1 s often sees nothing.
+    "quick": Preset("the default, the lesson in under 5 minutes: every model and the references on plaintext, "
+                    "beside 1,000 and 10,000 idle connections, on /sleep/5 and under churn", None,
+                    ("plaintext", "idle-1000", "idle-10000", "sleep-5", "churn"), (16, 256),
+                    duration_s=1, warmup_s=1, repeat=2,
+                    variants=(replace(WORKLOADS["idle-1000"], repeat=1), replace(WORKLOADS["idle-10000"], repeat=1),
+                              replace(WORKLOADS["sleep-5"], connections=(256,), repeat=1, duration_s=2),
+                              replace(WORKLOADS["churn"], connections=(16,), repeat=1))),
+    # 484 s (results/2026-12-01/runners-docker) with the docker runner, 468 s (results/2026-12-01/runners-process)
+    # with the process runner, when it was the quick preset.
+    "plaintext": Preset("every server on plaintext at 4-512 connections, 3 repeats (the quick preset before "
+                        "issue 27)", None, ("plaintext",), (4, 32, 128, 512), duration_s=2, warmup_s=1, repeat=3),
+    # Every workload at two connection counts: 48 min (results/reference-docker) with the docker runner on a
+    # 2-core host, 28 min (results/reference) with the process runner and the older HTTP core.
+    # The idle workloads bring their own active set; at 50,000 and 100,000 idle connections only the
+    # multi-process servers run, the others are unsupported there.
+    "full": Preset("every workload and experiment, 16 and 256 connections, 3 repeats", None,
+                   tuple(WORKLOADS), (16, 256), duration_s=2, warmup_s=1, repeat=3),
 }
 DEFAULT_PRESET = "quick"
 
@@ -179,7 +213,28 @@ def plan(config: SweepConfig) -> list[Point]:
     return [
         Point(server, workload, connections, repeat)
         for repeat in range(1, config.repeat + 1)
-        for workload in config.workloads
+        for workload in config.workloads if repeat <= (workload.repeat or config.repeat)
         for server in config.servers
         for connections in workload.connections or config.connections
     ]
+
+
+# What a sweep spends besides wrk's own seconds, from the reference host's docker runs (results/2026-12-01/
+# runners-docker: 144 points, 36 servers started, 484 s): a wrk run lasts about this much past its duration
+# (exec, sampling), a server start (and stop, and verification) about this much, and the holders open about
+# this many idle connections a second.
+WRK_RUN_OVERHEAD_S = 0.12
+SERVER_START_S = 0.6
+IDLE_OPENED_PER_S = 20_000
+
+
+def estimated_s(config: SweepConfig, runs: Callable[[Point], bool] = lambda point: True) -> float:
+    """The sweep's wall time from its plan: per server started, its start and idle connections, then a warm-up
+    and a measured run per connection count; `runs`: whether a point is measured (not unsupported)."""
+    total = 0.0
+    for _, points in groupby(plan(config), key=lambda p: (p.repeat, p.server, p.workload)):
+        if measured := [p for p in points if runs(p)]:
+            total += SERVER_START_S + measured[0].workload.idle / IDLE_OPENED_PER_S
+            duration_s = measured[0].workload.duration_s or config.duration_s
+            total += len(measured) * (config.warmup_s + duration_s + 2 * WRK_RUN_OVERHEAD_S)
+    return total

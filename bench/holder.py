@@ -48,10 +48,14 @@ BATCH = 256  # connections in flight at once
 # Connections left waiting in the server's accept queue at most (with --server-ns): half the backlog of
 # 4,096 every server here listens with, so a slow accept loop never makes the kernel drop handshakes.
 QUEUE_LIMIT = 2048
+# The accept queue stayed this long without room for a batch: the server has stopped accepting (the blocking
+# model serves one connection until it closes), so the rest are not opened (waiting would take the whole timeout).
+ACCEPT_STALL_S = 3.0
 PER_HOLDER = 15_000  # below the 20,000 open files one process may have on our hosts
 # Connections from one source address to the server's one port. The client namespace has 64,512 ports,
 # but connect() searches them for a free one per (source, destination), and that search grows slow as
-# they fill: here 100,000 connections over two addresses took 112 s to open, over seven 2 s.
+# they fill: here 100,000 connections over two addresses took 112 s to open (a hand-run, no results file kept),
+# over seven 4.3 s (results/2026-12-01/c100k: reuseport's idle_open_s).
 PER_ADDRESS = 15_000
 OPEN_TIMEOUT_S = 60.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Python 3.12+ names it
@@ -104,10 +108,17 @@ def open_connections(host: str, port: int, count: int, timeout: float, source: s
     try:
         while len(held) + report.failed < count and time.monotonic() < deadline:
             # One look lets several batches go: a look costs tens of milliseconds with 100,000 sockets about.
+            waiting_since, stalled = time.monotonic(), False
             while server_ns is not None and room < BATCH and time.monotonic() < deadline:
                 room = QUEUE_LIMIT - accept_queue(server_ns, port)
                 if room < BATCH:
+                    if stalled := time.monotonic() - waiting_since >= ACCEPT_STALL_S:
+                        break
                     time.sleep(0.01)
+            if stalled:
+                errors["accept queue full"] += count - len(held) - report.failed
+                report.failed = count - len(held)
+                break
             room -= BATCH
             pending: dict[int, socket.socket] = {}
             for _ in range(min(BATCH, count - len(held) - report.failed)):
@@ -148,12 +159,13 @@ def open_connections(host: str, port: int, count: int, timeout: float, source: s
 
 
 def count_closed_by_server(held: list[socket.socket]) -> int:
-    """Sockets the server has hung up on (readable with EOF or reset)."""
+    """Sockets the server has hung up on: EOF, a reset, or an answer nobody asked for (a server turning a
+    connection away, like select past FD_SETSIZE, answers 503 before it closes)."""
     closed = 0
     for sock in held:
         try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                closed += 1
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" (EOF) or the unasked answer's first byte
+            closed += 1
         except BlockingIOError:
             pass
         except OSError:

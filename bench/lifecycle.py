@@ -1,7 +1,7 @@
 """One run from start to finish: checks, its directory, results saved after every point, signals, outputs.
 
-The command line (bench/cli.py) turns arguments into a SweepConfig and a runner,
-calls `execute`, and reports what it is told through `RunEvents`.
+The command line (bench/cli.py) turns arguments into a SweepConfig and a runner;
+bench/console.py calls `execute` and shows what it is told through `RunEvents`.
 """
 
 from __future__ import annotations

@@ -23,8 +23,12 @@ from bench.errors import BenchError
 # 4: records' engine_cpu_share (older runs: null, their other_cpu_share includes the engine's) and what holding
 #    the idle connections took and cost (idle_open_s ... idle_kernel_kib_per_connection, optional);
 # 5: config.server_engine/client_engines/server_addr and record.clients (several machines)
-SCHEMA_VERSION = 5
+# 6: environment.engines describes every engine (one "local" on one host) with its API, cgroup and seccomp
+SCHEMA_VERSION = 6
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+# What schema 6 added to each engine (null in older runs).
+ENGINE_FIELDS_6 = ("api_version", "cgroup_version", "cgroup_driver", "seccomp_profile", "security_options",
+                   "containerd", "runc")
 JSON_NAME = "results.json"
 CSV_NAME = "results.csv"
 FLAMEGRAPH_DIR = "flamegraphs"  # SVGs and the folded stacks they were drawn from
@@ -229,7 +233,14 @@ def upgraded(document: dict) -> dict:
         config.update(server_engine=None, client_engines=[], server_addr=None)
         records = [{**record, "clients": None} for record in records]
         version = 5
-    return {**document, "schema_version": version, "config": config, "records": records}
+    environment = document.get("environment", {})
+    if version == 5:
+        if "engines" in environment:
+            environment = {**environment, "engines": [{**engine, **dict.fromkeys(ENGINE_FIELDS_6)}
+                                                      for engine in environment["engines"]]}
+        version = 6
+    return {**document, "schema_version": version, "environment": environment, "config": config,
+            "records": records}
 
 
 def load(directory: Path) -> Run:

@@ -24,7 +24,7 @@ import re
 import string
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROUTES = ("/", "/bytes/N", "/sleep/MS", "/cpu/US")
@@ -88,11 +88,9 @@ class Subject:
         return argv
 
     def describe(self) -> dict:
-        """The description as results.json keeps it (and `--list-subjects --json` prints it)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        return out | {"limits": {f.name: getattr(self.limits, f.name) for f in fields(Limits)},
-                      "command": list(self.command), "routes": list(self.routes), "workers": list(self.workers),
-                      "tools": dict(self.tools)}
+        """The description as results.json keeps it (SweepConfig's subjects, through asdict), which
+        `--list-subjects --json` prints too."""
+        return asdict(self)
 
 
 def placeholders(words: tuple[str, ...]) -> set[str]:
@@ -189,14 +187,13 @@ def _typed(document: dict, known: dict[str, type], prefix: str) -> None:
 
 # --- the built-in subjects ------------------------------------------------------------------------
 
-ALL_ROUTES = ROUTES
 OUR_TIMEOUTS = ("--header-timeout", "{timeout}", "--idle-timeout", "{timeout}")
 
 
 def ours(name: str, model: str, limits: Limits = Limits(), workers: bool = False, **facts: object) -> Subject:
     """One of our models: `python3 -m servers NAME` (servers/__main__.py), every route."""
     return Subject(name, "model", model, ("{python}", "-m", "servers", name, "--host", "{host}", "--port", "{port}",
-                                          *OUR_TIMEOUTS), ALL_ROUTES,
+                                          *OUR_TIMEOUTS), ROUTES,
                    workers=("--workers", "{workers}") if workers else (), limits=limits, python_frames=True,
                    **facts)
 
@@ -224,7 +221,7 @@ BUILT_IN: tuple[Subject, ...] = (
     Subject("floor", "reference", "the cheapest Python loop: epoll, a prebuilt answer to kept-alive GET /",
             ("{python}", "-m", "servers", "floor", "--host", "{host}", "--port", "{port}", *OUR_TIMEOUTS),
             ("/",), keep_alive_only=True, python_frames=True),
-    Subject("nginx", "reference", "nginx (C, event-driven epoll), one worker: the kernel-bound baseline",
+    Subject("nginx", "reference", "C, event-driven (epoll), one worker: the kernel-bound baseline",
             # bench.nginx writes its files into {scratch}, then becomes nginx.
             ("{python}", "-m", "bench.nginx", "{scratch}", "{host}", "{port}"), ("/", "/bytes/N"),
             workers=("{workers}",), default_workers=1, limits=Limits(processes="workers"),
@@ -232,26 +229,26 @@ BUILT_IN: tuple[Subject, ...] = (
     Subject("uvicorn", "peer", "uvicorn: ASGI on uvloop (libuv) with the httptools parser",
             ("{python}", "-m", "uvicorn", f"{PEER_APP}.asgi_app:app", "--host", "{host}", "--port", "{port}",
              "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-             "--timeout-keep-alive", "{timeout}", "--backlog", "4096"), ALL_ROUTES, python_frames=True),
+             "--timeout-keep-alive", "{timeout}", "--backlog", "4096"), ROUTES, python_frames=True),
     Subject("granian", "peer", "granian: a Rust HTTP core (hyper, tokio) calling an ASGI app",
             ("{python}", "-m", "granian", "--interface", "asgi", "--host", "{host}", "--port", "{port}",
              "--workers", "1", "--log-level", "warning", "--no-ws", f"{PEER_APP}.asgi_app:app"),
-            ALL_ROUTES, python_frames=True),
+            ROUTES, python_frames=True),
     Subject("gunicorn-sync", "peer", "gunicorn's sync worker: one request at a time, a connection per request",
-            (*GUNICORN, "--worker-class", "sync", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES, python_frames=True),
+            (*GUNICORN, "--worker-class", "sync", f"{PEER_APP}.wsgi_app:app"), ROUTES, python_frames=True),
     Subject("gunicorn-gthread", "peer", "gunicorn's gthread worker: a thread pool (10) behind a poll loop",
-            (*GUNICORN, "--worker-class", "gthread", "--threads", "10", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES,
+            (*GUNICORN, "--worker-class", "gthread", "--threads", "10", f"{PEER_APP}.wsgi_app:app"), ROUTES,
             python_frames=True, handlers="threads"),
     Subject("gunicorn-gevent", "peer", "gunicorn's gevent worker: greenlets over libev, blocking code made to yield",
-            (*GUNICORN, "--worker-class", "gevent", f"{PEER_APP}.wsgi_app:app"), ALL_ROUTES, python_frames=True,
+            (*GUNICORN, "--worker-class", "gevent", f"{PEER_APP}.wsgi_app:app"), ROUTES, python_frames=True,
             handlers="greenlets"),
     Subject("aiohttp", "peer", "aiohttp's web server on asyncio", ("{python}", "-m", f"{PEER_APP}.aiohttp_app",
                                                                    "{host}", "{port}", "{timeout}"),
-            ALL_ROUTES, python_frames=True),
+            ROUTES, python_frames=True),
     Subject("tornado", "peer", "tornado's HTTPServer on its IOLoop (asyncio)", ("{python}", "-m",
                                                                                f"{PEER_APP}.tornado_app", "{host}",
                                                                                "{port}", "{timeout}"),
-            ALL_ROUTES, python_frames=True),
+            ROUTES, python_frames=True),
 )
 
 # Named selections, kept beside the descriptions they name.

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from bench import procfs, subjects, verify, wrk
-from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, plan
+from bench import holder, procfs, subjects, verify, wrk
+from bench.config import SATURATED_CPU_SHARE, Point, SweepConfig, Workload, estimated_s, plan
 from bench.errors import BenchError, PointFailed, PointUnsupported
 from bench.holder import PER_ADDRESS, PER_HOLDER, IdleConnections, accept_queue, addresses_needed, established_at
 from bench.network import Namespaces, Network
@@ -84,6 +84,12 @@ def open_file_limit() -> int:
 def host_limits() -> HostLimits:
     threads, because = procfs.thread_limit()
     return HostLimits(open_file_limit(), threads - THREAD_HEADROOM, because)
+
+
+def estimated_wall_s(config: SweepConfig) -> float:
+    """The sweep's wall time on this host, from its plan (config.estimated_s) less the points it cannot run."""
+    limits = host_limits()
+    return estimated_s(config, lambda point: unsupported(point, limits) is None)
 
 
 def run_sweep(config: SweepConfig, runner: Runner, net: Network, on_record: Callable[[Record], None],
@@ -296,10 +302,19 @@ def hold_idle(runner: Runner, net: Network, port: int, count: int, per_holder: i
         idle.connections = IdleConnections(topo.client_ns, topo.server_addr, port, count, sources, topo.server_ns,
                                            per_holder, per_address)
         report = idle.connections.open()
-        # The server side lags by its accept loop: give it a bounded moment to take them all.
+        # The server side lags by its accept loop: give it a bounded moment to take them all, unless it
+        # has stopped taking any.
         deadline = time.monotonic() + IDLE_SETTLE_S + count / IDLE_SETTLE_PER_S
-        while ((on_server := established_at(topo.server_ns, port)) < report.held
-               or accept_queue(topo.server_ns, port)) and time.monotonic() < deadline:
+        last, last_change = None, time.monotonic()
+        while time.monotonic() < deadline:
+            on_server, queued = seen = established_at(topo.server_ns, port), accept_queue(topo.server_ns, port)
+            if on_server >= report.held and not queued:
+                break
+            if seen != last:
+                last, last_change = seen, time.monotonic()
+            elif queued and time.monotonic() - last_change >= holder.ACCEPT_STALL_S:
+                raise PointFailed(f"the server stopped accepting: {queued:,} of {count:,} idle connections waited "
+                                  f"in its accept queue, none taken for {holder.ACCEPT_STALL_S:g} s")
             time.sleep(0.2)
         opened_s = time.monotonic() - started
         server_after, kernel_after = runner.server_usage().rss_kib, procfs.kernel_socket_kib()
@@ -402,12 +417,13 @@ def measure(runner: Runner, net: Network, config: SweepConfig, point: Point, por
     started_at = now()
     # The server's figures bracket the run; the machine's load is the runner's, sampled around wrk alone.
     server_before, veth_before = runner.server_usage(), net.counters()
-    clients = run_wrk(runner, net, config, point, port, config.duration_s)
+    duration_s = point.workload.duration_s or config.duration_s
+    clients = run_wrk(runner, net, config, point, port, duration_s)
     veth_after, server_after = net.counters(), runner.server_usage()
     if wrk_dir is not None and len(clients) > 1:
         keep_reports(wrk_dir, point, clients)
     if sum(client.report.requests for client in clients) == 0:
-        raise PointFailed(f"no responses in {config.duration_s} s; wrk errors: "
+        raise PointFailed(f"no responses in {duration_s} s; wrk errors: "
                           f"{wrk.merge([client.report for client in clients]).errors}")
     veth = veth_before and {key: veth_after[key] - veth_before[key] for key in veth_before}
     return to_record(point, started_at, clients, server_before, server_after, veth, len(config.server_cpus))

@@ -2,7 +2,7 @@
 # Entrypoint of the compose `bench` service: turn the BENCH_* environment into
 # `python3 -m bench` options, then exec it so its exit status (the sweep's) is
 # the container's and `docker compose up bench` reports it unmasked.
-#   BENCH_PROFILE      smoke|quick|full (default quick)
+#   BENCH_PROFILE      smoke|quick|plaintext|full (default quick: the lesson in under 5 minutes)
 #   BENCH_SERVERS      servers or categories, e.g. "epoll poll", "epoll,poll" or "model peer"
 #   BENCH_SUBJECTS     your own servers: TOML files, absolute or in BENCH_SUBJECTS_DIR, e.g. "mine.toml"
 #   BENCH_CONNECTIONS  connection counts, e.g. "10 100" or "10,100"

@@ -5,8 +5,8 @@
 #   2. swissknife:latest from docker/Dockerfile through compose (BuildKit),
 #      handing in the host's CA bundle as a build secret when there is one;
 #   3. with --free-threaded, also swissknife-ft:latest (docker/Dockerfile.ft:
-#      swissknife:latest plus CPython built with and without the GIL; about
-#      12 minutes cold on two cores, seconds once its stages are cached).
+#      swissknife:latest plus CPython built with and without the GIL; minutes
+#      cold, seconds once its stages are cached: no results file times it).
 # Prints how long each step took. Usage: sudo docker/build.sh [--no-cache] [--free-threaded]
 # Environment: SWISSKNIFE_CA_BUNDLE  CA bundle for the pip step
 #              (default /etc/ssl/certs/ca-certificates.crt if it exists).
@@ -70,7 +70,7 @@ docker image ls swissknife:latest
 
 # 3. The free-threaded image, FROM the image just built.
 if $free_threaded; then
-    echo "build: swissknife-ft:latest (CPython with and without the GIL; ~12 min when not cached)"
+    echo "build: swissknife-ft:latest (CPython with and without the GIL; minutes when not cached)"
     t=$(now)
     docker compose --project-directory "$root" -f "$root/compose.yaml" --profile free-threaded \
         build "${build_opts[@]}" --progress plain bench-ft >"$root/docker/build-ft.log" 2>&1 || {

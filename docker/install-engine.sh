@@ -34,26 +34,13 @@ fi
 
 # 2. Compose v2 plugin. Bookworm has none; trixie's docker-compose package
 # (a static-ish Go binary, depends only on libc6 >= 2.34) runs on bookworm.
-# We fetch just that .deb through a throw-away apt configuration pointing at
-# this host's own mirror, so the host's apt sources, lists and caches are not
-# touched, then copy the plugin binary out of it.
+# We fetch just that .deb (lib.sh: trixie_download), then copy the plugin
+# binary out of it.
 if ! docker compose version >/dev/null 2>&1; then
     echo "install-engine: installing the Compose v2 plugin from Debian trixie"
-    mirror=$(debian_mirror)
     tmp=$(mktemp -d)
-    chmod 755 "$tmp"  # apt drops to user _apt for downloads
     trap 'rm -rf "$tmp"' EXIT
-    mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/deb"
-    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    [ -r "$keyring" ] || { apt_update_once; apt-get install -y -qq debian-archive-keyring >/dev/null; }
-    echo "deb [signed-by=$keyring] $mirror trixie main" >"$tmp/trixie.list"
-    apt_opts=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=-"
-              -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
-              -o "APT::Get::List-Cleanup=0")
-    apt-get "${apt_opts[@]}" update -qq \
-        || die "apt could not read trixie from $mirror; check the host's apt sources and network"
-    (cd "$tmp/deb" && apt-get "${apt_opts[@]}" download docker-compose) \
-        || die "apt-get download docker-compose (trixie) failed from $mirror"
+    trixie_download "$tmp/deb" docker-compose
     dpkg-deb -x "$tmp"/deb/docker-compose_*.deb "$tmp/x"
     src=$(find "$tmp/x" -type f -path '*/cli-plugins/docker-compose' | head -n1)
     [ -n "$src" ] || die "the trixie docker-compose package holds no cli-plugins/docker-compose binary"

@@ -61,3 +61,37 @@ debian_security_mirror() {
 docker_answers() {
     docker info >/dev/null 2>&1
 }
+
+# trixie_download DIR PACKAGE...: download Debian trixie's .debs of PACKAGEs into DIR
+# (apt-get download: no dependencies, nothing installed). A throw-away apt
+# configuration points at this host's own mirror, so the host's apt sources,
+# lists and caches are not touched. Exits 3 when the mirror has no trixie (or
+# not these packages): callers that can do without them tell that apart.
+trixie_download() {
+    local dest=$1 mirror keyring work
+    shift
+    mirror=$(debian_mirror)
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    [ -r "$keyring" ] || { apt-get update -qq; apt-get install -y -qq debian-archive-keyring >/dev/null; }
+    work=$(mktemp -d)
+    chmod 755 "$work"  # apt drops to user _apt for downloads
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$dest"
+    mkdir "$work/deb"
+    chown _apt "$work/deb" 2>/dev/null || true  # apt downloads as _apt where that user exists
+    echo "deb [signed-by=$keyring] $mirror trixie main" >"$work/trixie.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$work/trixie.list" -o "Dir::Etc::SourceParts=-"
+                    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
+                    -o "APT::Get::List-Cleanup=0")
+    if ! apt-get "${apt_opts[@]}" update -qq; then
+        rm -rf "$work"
+        echo "error: apt could not read trixie from $mirror; check the host's apt sources and network" >&2
+        exit 3
+    fi
+    if ! (cd "$work/deb" && apt-get "${apt_opts[@]}" download "$@" >&2); then
+        rm -rf "$work"
+        echo "error: apt-get download $* (trixie) failed from $mirror" >&2
+        exit 3
+    fi
+    mv "$work"/deb/*.deb "$dest"/
+    rm -rf "$work"
+}

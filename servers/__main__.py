@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import socket
 import sys
 
 from servers.base import (
     HEADER_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    SHUTDOWN_SIGNALS,
     UNSUPPORTED_EXIT,
     Settings,
     Unsupported,
     UsageError,
-    block_shutdown_signals,
     raise_open_file_limit,
     run_until_shutdown,
 )
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM/SIGINT wait until the model serves (run_until_shutdown): the listener accepts connections
     # before the model is ready (importing uvloop can take a while), and a client may already ask it to
     # stop. Threads a model starts meanwhile inherit the mask, so the signal always reaches this thread.
-    block_shutdown_signals()
+    signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     raise_open_file_limit()
     try:
         server = RUNNABLE[args.kind].create(settings)

@@ -2,7 +2,9 @@
 
 The loop is asyncio's own, so the shared parts come in through the HTTP core
 and base.Connection; out of descriptors, asyncio itself stops accepting for a
-second (and libuv, under uvloop, sheds the waiting connections).
+second (and libuv, under uvloop, sheds the waiting connections). Setting up an
+accepted socket is asyncio's too: when it fails, asyncio logs it through our
+exception handler, which frees (closes) that socket at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import importlib.util
 import socket
 import time
+import traceback
 
 from servers.base import Connection, Server, Settings, Shutdown, UsageError, install_shutdown_handlers
 from servers.http import FAILURES
@@ -117,8 +120,11 @@ class AsyncioServer(Server):
             return
         if error is None:
             loop.default_exception_handler(context)
-        else:  # a protocol callback failed (asyncio closes its transport): at a bounded rate
+        else:  # a callback failed (asyncio closes a protocol's transport): at a bounded rate
             FAILURES.report(context["message"], error)
+            # Its traceback's frames keep their locals in a reference cycle: a socket accepted just before its set-up
+            # failed (asyncio's own conn.setblocking) would stay open until the garbage collector runs. Freed now.
+            traceback.clear_frames(error.__traceback__)
 
     def close(self) -> None:
         for connection in list(self.connections):

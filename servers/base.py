@@ -32,7 +32,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,22 +100,26 @@ def install_shutdown_handlers(also: Callable[[], None] | None = None) -> None:
         signal.signal(number, shut_down)
 
 
-def block_shutdown_signals() -> None:
-    """Called by helper threads so the kernel hands SIGTERM/SIGINT to the main thread, which owns shutdown."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+@contextmanager
+def shutdown_signals_blocked() -> Iterator[None]:
+    """SIGTERM/SIGINT blocked in this thread meanwhile: a thread started inside inherits the mask, so it has them
+    blocked from its first instruction and the kernel hands them to the main thread, which owns shutdown.
 
-
-def start_thread(target: Callable[..., object], *args: object) -> None:
-    """Start a daemon thread that has SIGTERM/SIGINT blocked from its first instruction.
-
-    A thread that blocks them itself leaves a window in which the kernel may hand it the signal; the
-    main thread, waiting in accept(), then never hears of it. RuntimeError: the thread could not start.
+    A thread that blocks them itself (an initializer, say) leaves a window in which the kernel may hand it the
+    signal; the main thread, waiting in accept(), then never hears of it.
     """
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
     try:
-        threading.Thread(target=target, args=args, daemon=True).start()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_thread(target: Callable[..., object], *args: object) -> None:
+    """Start a daemon thread that has SIGTERM/SIGINT blocked from its first instruction. RuntimeError: the thread
+    could not start."""
+    with shutdown_signals_blocked():
+        threading.Thread(target=target, args=args, daemon=True).start()
 
 
 def raise_open_file_limit() -> int:
@@ -311,6 +316,13 @@ class Peer(Connection):
             self.broken = True
             return True
 
+    def answer_unavailable(self) -> None:
+        """Answer 503 without waiting, before the connection is closed: the server cannot take it now."""
+        try:
+            self.sock.send(error_response(503).head, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
     def expire(self) -> None:
         """End a connection past its timeout from any thread: the loop that owns it sees it hang up and drops it."""
         try:
@@ -374,6 +386,7 @@ class Server(ABC):
     """A listener and its connections; a model subclass supplies `serve`."""
 
     blocking_sockets = False
+    peer_class: type[Peer] = Peer  # what take() makes of an accepted connection
     takes_workers = False  # whether --workers means something to this model
 
     def __init__(self, listener: socket.socket, settings: Settings) -> None:
@@ -394,11 +407,11 @@ class Server(ABC):
         """Accept and serve connections until shut down."""
 
     def admit(self, sock: socket.socket) -> bool:
-        """Whether this model can take a newly accepted connection."""
+        """Whether this model can take a newly accepted connection (else it is answered 503)."""
         return True
 
     def accept(self) -> Peer | None:
-        """The next admitted connection, or None when none is waiting."""
+        """The next connection accepted and taken (see take), or None when none is waiting."""
         while True:
             try:
                 sock, _ = self.listener.accept()
@@ -409,14 +422,30 @@ class Server(ABC):
                 if error.errno in OUT_OF_RESOURCES:
                     self.pause_accepting()
                 return None
-            if self.admit(sock):
-                break
+            if (peer := self.take(sock)) is not None:
+                return peer
+
+    def take(self, sock: socket.socket) -> Peer | None:
+        """Set up a just-accepted connection and start watching it; None when it was turned away (503) or its set-up
+        failed (setsockopt, the poller), which closes this connection only."""
+        try:
+            sock.setblocking(self.blocking_sockets)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = self.peer_class(sock)
+            if not self.admit(sock):
+                peer.answer_unavailable()
+                peer.close()
+                return None
+            self.watch(peer)
+        except Exception as error:
+            FAILURES.report("setting up an accepted connection failed, so it was closed", error)
             sock.close()
-        sock.setblocking(self.blocking_sockets)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = Peer(sock)
+            return None
         self.peers[peer.fd] = peer
         return peer
+
+    def watch(self, peer: Peer) -> None:  # noqa: B027 (not abstract: blocking sockets need nothing here)
+        """Start watching a connection just set up: an event loop registers it with its poller."""
 
     def pause_accepting(self) -> None:
         """Out of descriptors or memory: the listener stays ready, so retrying at once would spin."""
@@ -424,10 +453,7 @@ class Server(ABC):
 
     def refuse(self, peer: Peer) -> None:
         """Answer 503 and close: the model cannot take this connection now."""
-        try:
-            peer.sock.send(error_response(503).head, socket.MSG_DONTWAIT)
-        except OSError:
-            pass
+        peer.answer_unavailable()
         self.drop(peer)
 
     def converse(self, peer: Peer) -> None:
@@ -485,8 +511,8 @@ class EventLoopServer(Server):
         while True:
             for fd, events in self.wait(next_tick - now):
                 if fd == listener_fd:
-                    while peer := self.accept():
-                        self.watch(peer)
+                    while self.accept():  # each taken and watched
+                        pass
                 elif peer := self.peers.get(fd):
                     self.on_ready(peer, events)
             now = time.monotonic()

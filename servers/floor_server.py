@@ -93,10 +93,15 @@ class FloorServer:
                     warn_once("floor accept", f"accept failed: {error.strerror}; pausing (reported once)")
                     return False
                 continue  # the client already gave up
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.epoll.register(sock.fileno(), select.EPOLLIN)
+            except OSError as error:  # this connection's set-up failed: it alone is closed
+                warn_once("floor setup", f"setting up a connection failed: {error.strerror} (reported once)")
+                sock.close()
+                continue
             self.clients[sock.fileno()] = Client(sock)
-            self.epoll.register(sock.fileno(), select.EPOLLIN)
 
     def on_ready(self, fd: int, client: Client, event: int, answer: bytes) -> None:
         if event & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP) and not client.unsent:

@@ -22,11 +22,17 @@ read and discarded; one over MAX_BODY is refused with 413. Chunked request
 bodies are refused with 411 Length Required: no route takes a body. Every
 answer with a status of 400 or more closes the connection after it is sent.
 
-Lines end with CRLF only. A bare LF, which RFC 9112 2.2 lets a recipient
-accept, is answered with 400 Bad Request here, as soon as it could end a head:
-one line-ending rule means a proxy in front can never disagree with this
-server about where a request ends (request smuggling), and a client sending
-LF-only requests gets a prompt answer instead of a connection that hangs.
+Framing is strict (RFC 9112), and a request is refused as soon as the bytes
+received so far cannot begin a valid one, not when its head ends or times
+out: the start line byte by byte (a method token, one SP, a target of visible
+ASCII starting with /, one SP, `HTTP/` DIGIT `.` DIGIT, CRLF), each field line
+once it is complete (a token, a colon, a value of HTAB, SP, visible ASCII and
+obs-text only: RFC 9110 5.5; Content-Length once, digits only). Lines end with
+CRLF only: a bare CR anywhere, or a bare LF (which RFC 9112 2.2 lets a
+recipient accept), is answered 400. One line-ending rule means a proxy in front
+can never disagree with this server about where a request ends (request
+smuggling). Which problem is answered is that of the first byte past which no
+valid request could begin, so how the bytes arrive never changes the answer.
 
 `feed` never raises: a malformed request is answered with its 4xx status, any
 other failure (a handler's bug, say) with 500, and the connection closes
@@ -68,15 +74,43 @@ BULK_CHUNK = 256 * 1024
 BULK = memoryview(b"x" * BULK_CHUNK)
 
 SUPPORTED_METHODS = frozenset({b"GET", b"HEAD", b"POST"})
-TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-VERSION = re.compile(rb"HTTP/[0-9](\.[0-9])?")
+SUPPORTED_VERSIONS = frozenset({b"HTTP/1.0", b"HTTP/1.1"})
+TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+TOKEN = re.compile(TCHAR + rb"+")
+TARGET_CHAR = rb"[!-~]"  # visible ASCII: no space, control, DEL or obs-text
+FIELD_VALUE_CHAR = rb"[\t\x20-\x7e\x80-\xff]"  # RFC 9110 5.5: HTAB, SP, VCHAR, obs-text; no CR, LF, NUL, other controls
+FIELD_LINE = re.compile(rb"(" + TCHAR + rb"+):(" + FIELD_VALUE_CHAR + rb"*)\r\n")
+FRAMING_NAMES = frozenset({b"connection", b"content-length", b"transfer-encoding"})
 # A whole request the fast path takes without the field parser: method, target, version and up to
-# MAX_HEADER_FIELDS fields, CRLF only, none of the fields that change how it is answered.
+# MAX_HEADER_FIELDS fields, CRLF only, none of the fields that change how it is answered. It takes exactly what
+# the field parser (Head) would take with the same meaning, so which of the two parses a request never matters.
 SIMPLE_REQUEST = re.compile(
-    rb"(GET|HEAD|POST) (/[^ ?\r\n]*)(?:\?[^ \r\n]*)? HTTP/1\.([01])"
-    rb"(?:\r\n(?!(?i:connection|content-length|transfer-encoding):)" + TOKEN.pattern + rb":[^\r\n]*)"
-    rb"{0,%d}\r\n\r\n" % MAX_HEADER_FIELDS
+    rb"(GET|HEAD|POST) (/[!->@-~]*)(?:\?" + TARGET_CHAR + rb"*)? HTTP/1\.([01])"
+    rb"(?:\r\n(?!(?i:connection|content-length|transfer-encoding):)" + TOKEN.pattern + b":" + FIELD_VALUE_CHAR
+    + rb"*){0,%d}\r\n\r\n" % MAX_HEADER_FIELDS
 )
+# A whole head, start line to empty line, that needs only its framing fields read (FRAMING_FIELD): most that the
+# fast path does not take.
+WELL_FORMED_HEAD = re.compile(
+    rb"(GET|HEAD|POST) (/" + TARGET_CHAR + rb"*) HTTP/1\.([01])\r\n"
+    rb"(?:" + TCHAR + rb"+:" + FIELD_VALUE_CHAR + rb"*\r\n){0,%d}\r\n" % MAX_HEADER_FIELDS
+)
+FRAMING_FIELD = re.compile(rb"\n(?i:(connection|content-length|transfer-encoding)):(" + FIELD_VALUE_CHAR + rb"*)")
+# Anything else is parsed line by line (Head.parse), the start line checked against every start of a valid one.
+
+
+def prefix_pattern(*pieces: bytes) -> re.Pattern[bytes]:
+    """A pattern matching the longest start of the pieces' concatenation that a string begins with: each piece is one
+    byte or class, repeated or not, and the match may stop after any piece (or inside a repetition)."""
+    pattern = b""
+    for piece in reversed(pieces):
+        pattern = piece + (b"(?:" + pattern + b")?" if pattern else b"")
+    return re.compile(pattern)
+
+
+START_LINE_PREFIX = prefix_pattern(TCHAR + b"+", b" ", b"/", TARGET_CHAR + b"*", b" ", b"H", b"T", b"T", b"P", b"/",
+                                   b"[0-9]", rb"\.", b"[0-9]", b"\r", b"\n")
+
 REASONS = {
     200: b"OK",
     400: b"Bad Request",
@@ -255,13 +289,139 @@ def route(request: Request) -> Reply:
     return handler(int(argument) if len(argument) <= MAX_PARAMETER_DIGITS else OVER_EVERY_CAP)
 
 
+def start_line_refusal(line: bytes) -> int | None:
+    """The status refusing a request whose start line begins with `line` (up to its LF at most); None while it can
+    still begin a valid one.
+
+    Of its problems, the one whose byte came first decides, so more bytes never change a refusal: a byte the syntax
+    does not allow there (400), the SP after a method not implemented here (501), the last digit of a version
+    other than 1.0 and 1.1 (505), a byte of the line past MAX_REQUEST_LINE (414).
+    """
+    valid = (match := START_LINE_PREFIX.match(line)) and match.end() or 0
+    problems = [(valid, 400)] if valid < len(line) else []
+    if valid > MAX_REQUEST_LINE and line[MAX_REQUEST_LINE] != ord("\r"):
+        problems.append((MAX_REQUEST_LINE, 414))
+    method_end = line.find(b" ", 0, valid)
+    if method_end >= 0:
+        if line[:method_end] not in SUPPORTED_METHODS:
+            problems.append((method_end, 501))
+        version = line.find(b" ", method_end + 1, valid) + 1
+        if version and version + 8 <= valid and line[version:version + 8] not in SUPPORTED_VERSIONS:
+            problems.append((version + 7, 505))
+    return min(problems)[1] if problems else None
+
+
+def simple_request(match: re.Match[bytes]) -> Request:
+    """The request SIMPLE_REQUEST matched."""
+    method, path, minor = match.groups()
+    keep_alive = minor == b"1"
+    return Request(method, path, keep_alive, KEEP_ALIVE_1_1 if keep_alive else CLOSE)
+
+
+class Head:
+    """One request head, parsed a whole line at a time as its bytes arrive (each line once), the buffer holding it
+    from its first byte: HttpError as soon as the bytes so far cannot begin a valid request (see the module)."""
+
+    __slots__ = ("close_asked", "content_length", "end", "fields", "fields_at", "http_1_1", "keep_alive", "method",
+                 "target")
+
+    def __init__(self) -> None:
+        self.end = 0  # bytes parsed: whole lines
+        self.fields_at = 0  # where the field lines begin
+        self.method = b""  # empty until the start line is parsed
+        self.target = b""
+        self.http_1_1 = False
+        self.keep_alive = False
+        self.close_asked = False  # a close option wins over any keep-alive, in whichever field (RFC 9112 9.6)
+        self.content_length: int | None = None
+        self.fields = 0
+
+    def whole(self, buffer: bytes | bytearray, size: int) -> Request | None:
+        """The request of the head `buffer[:size]` when it is well-formed as a whole (one expression, then its
+        framing fields): the same as parse gives, for less; None when it is not (parse decides then)."""
+        head = WELL_FORMED_HEAD.fullmatch(buffer, 0, size)
+        if head is None or (fields_at := head.end(3) + 2) > MAX_REQUEST_LINE + 2 \
+                or size - 1 >= fields_at + MAX_HEADER_BYTES:
+            return None
+        self.method, self.target, minor = head.groups()
+        self.fields_at = fields_at
+        self.http_1_1 = self.keep_alive = minor == b"1"
+        for field in FRAMING_FIELD.finditer(buffer, fields_at - 1, size):
+            self._framing(field[1].lower(), field[2])
+        self.end = size
+        return self._request()
+
+    def parse(self, buffer: bytes | bytearray) -> Request | None:
+        """Parse the lines not parsed yet; the request once the empty line that ends the head came (`end` is then
+        the head's length), None while more bytes are needed."""
+        while (lf := buffer.find(b"\n", self.end)) >= 0:
+            at, self.end = self.end, lf + 1
+            if not self.method:
+                self._start_line(bytes(buffer[:min(self.end, MAX_REQUEST_LINE + 2)]))
+            elif lf >= self.fields_at + MAX_HEADER_BYTES:
+                raise HttpError(431)
+            elif lf == at + 1 and buffer[at] == ord("\r"):
+                return self._request()
+            else:
+                self._field(buffer, at)
+        if not self.method:  # the start line, so far
+            if (status := start_line_refusal(bytes(buffer[:MAX_REQUEST_LINE + 2]))) is not None:
+                raise HttpError(status)
+        elif len(buffer) > self.fields_at + MAX_HEADER_BYTES:
+            raise HttpError(431)
+        return None
+
+    def _start_line(self, line: bytes) -> None:
+        if (status := start_line_refusal(line)) is not None:
+            raise HttpError(status)
+        self.method, self.target, version = line[:-2].split(b" ")
+        self.http_1_1 = self.keep_alive = version == b"HTTP/1.1"
+        self.fields_at = len(line)
+
+    def _field(self, buffer: bytes | bytearray, at: int) -> None:
+        field = FIELD_LINE.fullmatch(buffer, at, self.end)
+        if field is None:
+            raise HttpError(400)
+        self.fields += 1
+        if self.fields > MAX_HEADER_FIELDS:
+            raise HttpError(431)
+        if (name := field[1].lower()) in FRAMING_NAMES:
+            self._framing(name, field[2])
+
+    def _framing(self, name: bytes, value: bytes) -> None:
+        """Take a field that changes how the request is framed or answered (`name` in lower case)."""
+        if name == b"connection":
+            options = {option.strip(b" \t").lower() for option in value.split(b",")}
+            if b"close" in options:
+                self.close_asked = True
+            elif b"keep-alive" in options:
+                self.keep_alive = True
+        elif name == b"content-length":
+            value = value.strip(b" \t")
+            if self.content_length is not None or not value.isdigit():  # a second one, even equal, is refused
+                raise HttpError(400)
+            if len(value) > MAX_BODY_DIGITS or (length := int(value)) > MAX_BODY:
+                raise HttpError(413)
+            self.content_length = length
+        else:  # transfer-encoding
+            raise HttpError(411)
+
+    def _request(self) -> Request:
+        keep_alive = self.keep_alive and not self.close_asked
+        if not keep_alive:
+            connection_header = CLOSE
+        else:
+            connection_header = KEEP_ALIVE_1_1 if self.http_1_1 else KEEP_ALIVE_1_0
+        return Request(self.method, self.target.partition(b"?")[0], keep_alive, connection_header)
+
+
 class HttpConnection:
     """The HTTP state of one client connection, fed the bytes read from it."""
 
     def __init__(self, app: Callable[[Request], Reply] = route) -> None:
         self._app = app
         self._buffer = bytearray()
-        self._scanned = 0  # buffer bytes already searched for the end of the head
+        self._head = Head()  # the head being received
         self._waiting: Request | None = None  # parsed, its body still arriving
         self._body_left = 0
         self._repeated: bytes | None = None  # the last request the fast path took, and its parse
@@ -334,24 +494,14 @@ class HttpConnection:
     def _parse_whole(self, data: bytes) -> Request | None:
         """`data` parsed as one whole request without a body; None if it is not one, or is refused."""
         if (simple := SIMPLE_REQUEST.fullmatch(data)) is not None:
-            method, path, minor = simple.groups()
-            keep_alive = minor == b"1"
-            return Request(method, path, keep_alive, KEEP_ALIVE_1_1 if keep_alive else CLOSE)
+            return simple_request(simple)
         # Fields that take parsing (Connection, Content-Length, Transfer-Encoding), or a refusal.
-        end = len(data) - 4
-        if data.find(b"\r\n\r\n") != end or data.startswith(b"\r\n"):
-            return None
-        lines = data[:end].split(b"\r\n")
-        if data.count(b"\n") - 2 >= len(lines):  # an LF that is not part of a CRLF
-            return None
+        head = Head()
         try:
-            request = self._parse_fields(lines)
+            request = head.whole(data, len(data))
         except HttpError:
             return None
-        if self._body_left:  # its body is still to come
-            self._body_left = 0
-            return None
-        return request
+        return None if head.content_length else request
 
     def _fail(self, error: Exception) -> Response:
         """The answer to a request that failed (4xx for a malformed one, else 500), which closes the connection."""
@@ -374,75 +524,30 @@ class HttpConnection:
 
     def _parse_head(self) -> Request | None:
         buffer = self._buffer
-        while buffer.startswith(b"\r\n"):  # empty lines before a request are allowed (RFC 9112 2.2)
-            del buffer[:2]
-        end = buffer.find(b"\r\n\r\n", self._scanned)
-        line_end = buffer.find(b"\r\n", 0, MAX_REQUEST_LINE + 2)
-        if line_end < 0 and (end >= 0 or len(buffer) > MAX_REQUEST_LINE):
-            raise HttpError(414)
-        header_bytes = (end if end >= 0 else len(buffer)) - line_end
-        if header_bytes > MAX_HEADER_BYTES:
-            raise HttpError(431)
-        if end < 0:
-            # No CRLF CRLF yet (none can start before _scanned). An empty line ended by a bare LF would end
-            # the head if LF ended lines: refuse it now, or such a client waits for an answer forever.
-            if buffer.find(b"\n\n", self._scanned) >= 0 or buffer.find(b"\n\r\n", self._scanned) >= 0:
-                raise HttpError(400)
-            self._scanned = max(0, len(buffer) - 3)
-            return None
-        head = bytes(buffer[:end])
-        del buffer[: end + 4]
-        self._scanned = 0
-        lines = head.split(b"\r\n")
-        if head.count(b"\n") >= len(lines):  # an LF that is not part of a CRLF
-            raise HttpError(400)
-        return self._parse_fields(lines)
+        head = self._head
+        if not head.end:  # nothing of this head parsed yet
+            while buffer.startswith(b"\r\n"):  # empty lines before a request are allowed (RFC 9112 2.2)
+                del buffer[:2]
+            if buffer == b"\r":  # the start of another
+                return None
+            # A head that came whole (most of a pipeline) is taken by the fast path's expression or at once; one
+            # that came in pieces, or is refused, line by line.
+            end = buffer.find(b"\r\n\r\n", 0, MAX_REQUEST_LINE + MAX_HEADER_BYTES + 2)
+            if 0 <= end <= MAX_REQUEST_LINE and (simple := SIMPLE_REQUEST.fullmatch(buffer, 0, end + 4)) is not None:
+                request = simple_request(simple)  # before the buffer moves: a match reads its groups from it
+                del buffer[: end + 4]
+                return request
+            if end >= 0 and (request := head.whole(buffer, end + 4)) is not None:
+                return self._take_head(request)
+        if (request := head.parse(buffer)) is not None:
+            return self._take_head(request)
+        return None
 
-    def _parse_fields(self, lines: list[bytes]) -> Request:
-        parts = lines[0].split(b" ")
-        if len(parts) != 3:
-            raise HttpError(400)
-        method, target, version = parts
-        if version != b"HTTP/1.1" and version != b"HTTP/1.0":
-            raise HttpError(505 if VERSION.fullmatch(version) else 400)
-        if method not in SUPPORTED_METHODS:
-            raise HttpError(501 if TOKEN.fullmatch(method) else 400)
-        if not target.startswith(b"/"):
-            raise HttpError(400)
-        if len(lines) - 1 > MAX_HEADER_FIELDS:
-            raise HttpError(431)
-        keep_alive = version == b"HTTP/1.1"
-        close_asked = False  # a close option wins over any keep-alive, in whichever field (RFC 9112 9.6)
-        content_length = None
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not TOKEN.fullmatch(name):
-                raise HttpError(400)
-            name = name.lower()
-            value = value.strip(b" \t")
-            if name == b"connection":
-                options = {option.strip().lower() for option in value.split(b",")}
-                if b"close" in options:
-                    close_asked = True
-                elif b"keep-alive" in options:
-                    keep_alive = True
-            elif name == b"content-length":
-                if not value.isdigit():
-                    raise HttpError(400)
-                if len(value) > MAX_BODY_DIGITS or (length := int(value)) > MAX_BODY:
-                    raise HttpError(413)
-                if content_length not in (None, length):
-                    raise HttpError(400)
-                content_length = length
-            elif name == b"transfer-encoding":
-                raise HttpError(411)
-        self._body_left = content_length or 0
-        keep_alive = keep_alive and not close_asked
-        if not keep_alive:
-            connection_header = CLOSE
-        else:
-            connection_header = KEEP_ALIVE_1_1 if version == b"HTTP/1.1" else KEEP_ALIVE_1_0
-        return Request(method, target.partition(b"?")[0], keep_alive, connection_header)
+    def _take_head(self, request: Request) -> Request:
+        del self._buffer[: self._head.end]
+        self._body_left = self._head.content_length or 0
+        self._head = Head()
+        return request
 
     def _respond(self, request: Request, reply: Reply) -> Response:
         close = not request.keep_alive or reply.status >= 400

@@ -139,6 +139,9 @@ class RingPeer(Peer):
 
 
 class IoUringServer(Server):
+    blocking_sockets = False  # the ring polls them itself; the direct send must not block the loop
+    peer_class = RingPeer
+
     def __init__(self, listener: socket.socket, settings: Settings, liburing: ModuleType) -> None:
         super().__init__(listener, settings)
         self.uring = liburing
@@ -192,6 +195,9 @@ class IoUringServer(Server):
     def arm_accept(self) -> None:
         fd = self.listener.fileno()
         self.submit(self.uring.io_uring_prep_multishot_accept, fd, ACCEPT, fd, None, socket.SOCK_NONBLOCK)
+
+    def watch(self, peer: Peer) -> None:
+        self.read(peer)
 
     def read(self, peer: RingPeer) -> None:
         sqe = self.submit(self.uring.io_uring_prep_recv_multishot, peer.fd, RECV, peer.fd, None, 0)
@@ -283,10 +289,7 @@ class IoUringServer(Server):
 
     def accepted(self, result: int, flags: int) -> None:
         if result >= 0:
-            sock = socket.socket(fileno=result)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = self.peers[result] = RingPeer(sock)
-            self.read(peer)
+            self.take(socket.socket(fileno=result))
         else:
             warn_once(f"accept {-result}", f"accept failed: {os.strerror(-result)} (reported once)")
         if not flags & self.more:  # the multishot accept ended: arm it again

@@ -1,4 +1,4 @@
-"""select: select(2) over sets of descriptors, which must stay below FD_SETSIZE."""
+"""select: select(2) over sets of descriptors, which must stay below FD_SETSIZE: a connection above is answered 503."""
 
 import select
 import socket
@@ -18,7 +18,7 @@ class SelectServer(EventLoopServer):
     def admit(self, sock: socket.socket) -> bool:
         if sock.fileno() < FD_SETSIZE:
             return True
-        warn_once("fd_setsize", f"select: refusing connections on descriptors >= FD_SETSIZE ({FD_SETSIZE}), "
+        warn_once("fd_setsize", f"select: answering 503 to connections on descriptors >= FD_SETSIZE ({FD_SETSIZE}), "
                   f"first {sock.fileno()} (reported once)")
         return False
 

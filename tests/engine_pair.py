@@ -2,9 +2,10 @@
 
 The daemon has its own data-root, exec-root, pid file, socket and config (and so its own containerd,
 started by it inside the namespace: host-network containers of this daemon live there). The namespace
-is joined to the host's by a veth pair with addresses of its own, HOST_ADDR on the host's end and
-ENGINE_ADDR on the engine's, so load from the second daemon to a server on the first only ever goes
-to HOST_ADDR and crosses that veth. `second_engine()` builds it all and takes it all down again.
+is joined to the host's by a veth pair with addresses of its own (a Place: host_addr on the host's end,
+engine_addr on the engine's), so load from the second daemon to a server on the first only ever goes
+to host_addr and crosses that veth. `second_engine()` builds it all and takes it all down again: the
+host's dockerd by default, or another one (trixie's Engine 26, docker/fetch-engine.sh) from `bin_dir`.
 """
 
 from __future__ import annotations
@@ -26,19 +27,34 @@ from pyroute2 import IPRoute, NetNS, netns
 import docker
 from netns.topology import CLIENT_SYSCTLS
 
-ENGINE_NS = "sk-engine2"
-HOST_IF, ENGINE_IF = "skeng0", "skeng1"
-HOST_ADDR, ENGINE_ADDR = "fd00:5b::1", "fd00:5b::2"
 PREFIX = 64
 IFA_F_NODAD = 0x02  # no duplicate-address detection: the addresses are usable at once
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+KEY_PATH_BEFORE = 25  # Engine 25 dropped the key file (its ID is a file in the data-root)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a second engine lives: its namespace, and the veth pair joining it to the host's."""
+
+    ns: str
+    host_if: str
+    engine_if: str
+    host_addr: str
+    engine_addr: str
+
+
+PAIR = Place("sk-engine2", "skeng0", "skeng1", "fd00:5b::1", "fd00:5b::2")  # the host's engine, again
+# Its own place, so that it and a PAIR engine (another suite's, another session's) never meet.
+ENGINE26 = Place("sk-engine26", "skeng26h", "skeng26e", "fd00:5c::1", "fd00:5c::2")
 
 
 @dataclass(frozen=True)
 class SecondEngine:
     root: Path  # holds the daemon's data-root, exec-root, pid file, socket, config and log
     process: subprocess.Popen
+    place: Place
 
     @property
     def url(self) -> str:
@@ -52,21 +68,23 @@ class SecondEngine:
         return docker.DockerClient(base_url=self.url, timeout=timeout)
 
 
-def veth_counters() -> dict[str, int]:
+def veth_counters(place: Place = PAIR) -> dict[str, int]:
     """rx/tx bytes of the host's end of the pair (tx: host -> second engine)."""
-    stats = Path("/sys/class/net") / HOST_IF / "statistics"
+    stats = Path("/sys/class/net") / place.host_if / "statistics"
     return {key: int((stats / key).read_text()) for key in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")}
 
 
-def _link_up() -> None:
-    netns.create(ENGINE_NS)
-    with IPRoute() as host, NetNS(ENGINE_NS, flags=0) as engine:
-        engine_fd = os.open(f"/run/netns/{ENGINE_NS}", os.O_RDONLY)
+def _link_up(place: Place) -> None:
+    netns.create(place.ns)
+    with IPRoute() as host, NetNS(place.ns, flags=0) as engine:
+        engine_fd = os.open(f"/run/netns/{place.ns}", os.O_RDONLY)
         try:
-            host.link("add", ifname=HOST_IF, kind="veth", peer={"ifname": ENGINE_IF, "net_ns_fd": engine_fd})
+            host.link("add", ifname=place.host_if, kind="veth",
+                      peer={"ifname": place.engine_if, "net_ns_fd": engine_fd})
         finally:
             os.close(engine_fd)
-        for ipr, ifname, address in ((host, HOST_IF, HOST_ADDR), (engine, ENGINE_IF, ENGINE_ADDR)):
+        for ipr, ifname, address in ((host, place.host_if, place.host_addr),
+                                     (engine, place.engine_if, place.engine_addr)):
             index = ipr.link_lookup(ifname=ifname)[0]
             ipr.addr("add", index=index, address=address, prefixlen=PREFIX, flags=IFA_F_NODAD)
             ipr.link("set", index=index, state="up")
@@ -74,32 +92,41 @@ def _link_up() -> None:
     # As netns/setup.py gives sk-client: churn's closed connections must not run the ports out
     # (a real client machine needs the same; bench cannot set another machine's sysctls).
     for key, value in CLIENT_SYSCTLS.items():
-        subprocess.run(["nsenter", f"--net=/run/netns/{ENGINE_NS}", "sysctl", "-qw", f"{key}={value}"], check=True)
+        subprocess.run(["nsenter", f"--net=/run/netns/{place.ns}", "sysctl", "-qw", f"{key}={value}"], check=True)
 
 
-def _link_down() -> None:
+def _link_down(place: Place) -> None:
     # Removing the namespace destroys its end of the pair, and with it the host's end.
-    if ENGINE_NS in netns.listnetns():
-        netns.remove(ENGINE_NS)
+    if place.ns in netns.listnetns():
+        netns.remove(place.ns)
     with IPRoute() as host, suppress(Exception):
-        if found := host.link_lookup(ifname=HOST_IF):
+        if found := host.link_lookup(ifname=place.host_if):
             host.link("del", index=found[0])
 
 
-def _start_dockerd(root: Path) -> SecondEngine:
-    # Not the host's /etc/docker/daemon.json; its own key file (20.10 derives the daemon's ID from it,
-    # and the default one is the first daemon's): another machine has another ID.
-    (root / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(root / "key.json")}))
+def dockerd_major(env: dict[str, str]) -> int:
+    """The major version of the dockerd that `env`'s PATH finds ("Docker version 26.1.5+dfsg1, build ...")."""
+    out = subprocess.run(["dockerd", "--version"], env=env, capture_output=True, text=True, check=True).stdout
+    return int(out.split()[2].split(".")[0])
+
+
+def _start_dockerd(root: Path, place: Place, bin_dir: Path | None) -> SecondEngine:
+    # dockerd starts containerd, containerd the shim, the shim runc: each found on this PATH.
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"} if bin_dir else dict(os.environ)
+    # Not the host's /etc/docker/daemon.json; before Engine 25 its own key file too (the daemon's ID comes
+    # from it, and the default one is the first daemon's): another machine has another ID.
+    config = {"deprecated-key-path": str(root / "key.json")} if dockerd_major(env) < KEY_PATH_BEFORE else {}
+    (root / "daemon.json").write_text(json.dumps(config))
     command = [
-        "nsenter", f"--net=/run/netns/{ENGINE_NS}", "dockerd",
+        "nsenter", f"--net=/run/netns/{place.ns}", "dockerd",
         f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}", f"--pidfile={root / 'dockerd.pid'}",
         f"--host=unix://{root / 'docker.sock'}", f"--config-file={root / 'daemon.json'}",
         "--iptables=false",  # its bridge stays unused (every container of ours is host-network)
     ]
     with open(root / "dockerd.log", "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    engine = SecondEngine(root, process)
+                                   start_new_session=True, env=env)
+    engine = SecondEngine(root, process, place)
     deadline = time.monotonic() + START_TIMEOUT_S
     while process.poll() is None and time.monotonic() < deadline:
         try:
@@ -138,17 +165,19 @@ def _unmount_under(root: Path) -> None:
 
 
 @contextmanager
-def second_engine(parent: str = "/var/tmp") -> Iterator[SecondEngine]:
-    """The second daemon, up; everything it made (namespace, veth, daemon, its files and mounts) gone after."""
-    _link_down()  # a previous run killed before its teardown
-    root = Path(tempfile.mkdtemp(prefix="sk-engine2-", dir=parent))
+def second_engine(place: Place = PAIR, bin_dir: Path | None = None,
+                  parent: str = "/var/tmp") -> Iterator[SecondEngine]:
+    """The second daemon (the dockerd in `bin_dir`, else the host's), up in `place`; everything it made
+    (namespace, veth, daemon, its files and mounts) gone after."""
+    _link_down(place)  # a previous run killed before its teardown
+    root = Path(tempfile.mkdtemp(prefix=f"{place.ns}-", dir=parent))
     try:
-        _link_up()
-        engine = _start_dockerd(root)  # on failure it cleans up after itself
+        _link_up(place)
+        engine = _start_dockerd(root, place, bin_dir)  # on failure it cleans up after itself
         try:
             yield engine
         finally:
             _stop_dockerd(engine)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        _link_down()
+        _link_down(place)

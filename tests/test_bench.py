@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench import procfs
+from bench import procfs, subjects
 from bench.config import WORKLOADS, SweepConfig
 from bench.errors import BenchError
 from bench.lifecycle import check_topology
@@ -80,7 +80,9 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_smoke_sweep_writes_every_output(smoke_run):
     plots = {p.name for p in (smoke_run / "plots").iterdir()}
-    assert plots == {f"plaintext-{figure}.png" for figure in ("requests", "latency", "cpu", "load")}
+    # Each figure twice: a PNG for report.md, an SVG for report.html.
+    assert plots == {f"plaintext-{figure}.{kind}" for figure in ("requests", "latency", "cpu", "load")
+                     for kind in ("png", "svg")}
     assert all((smoke_run / "plots" / name).stat().st_size > 10_000 for name in plots)
     report = (smoke_run / "report.md").read_text()
     assert "**plaintext**: " in report and "had the highest throughput" in report
@@ -137,8 +139,8 @@ def test_compare_prints_per_point_ratios(smoke_run):
 
 def test_killed_server_fails_its_point_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "run"
-    sweep = bench("--servers", "epoll", "--connections", "4", "8", "--duration", "1", "--repeat", "2",
-                  "--out", str(out))
+    sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "8", "--duration", "1",
+                  "--repeat", "2", "--out", str(out))
     server = wait_for_descendant(sweep.pid, "-m servers epoll")
     wait_for_descendant(sweep.pid, "wrk ")  # killed under load
     os.kill(server, signal.SIGKILL)
@@ -180,18 +182,26 @@ def test_a_holder_failing_at_start_fails_its_points_and_the_sweep_finishes_with_
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     out = tmp_path / "run"
-    sweep = bench("--servers", "epoll", "--connections", "4", "--duration", "2", "--repeat", "5",
-                  "--out", str(out))
+    sweep = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "--duration", "2",
+                  "--repeat", "5", "--out", str(out))
     seen: dict[int, str] = {}
+    sessions: set[int] = set()
+
+    def look() -> None:
+        """The descendants now, and the sessions bench gave its servers and wrk runs (read while they live: a wrk
+        run is gone by the time its point is written)."""
+        now = descendants(sweep.pid)
+        seen.update(now)
+        sessions.update(found.session for pid in now if (found := procfs.stat_or_none(pid)))
+        sessions.discard(os.getsid(0))  # ours, which bench itself shares
+
     deadline = time.monotonic() + 60
     while not (out / "results.json").exists() or not json.loads((out / "results.json").read_text())["records"]:
         assert time.monotonic() < deadline and sweep.poll() is None, "no point finished"
-        seen |= descendants(sweep.pid)
+        look()
         time.sleep(0.05)
-    seen |= descendants(sweep.pid)
+    look()
     assert any("-m servers epoll" in c for c in seen.values())
-    # The sessions bench gave its servers and wrk runs (not ours, which bench itself shares).
-    sessions = {found.session for pid in seen if (found := procfs.stat_or_none(pid))} - {os.getsid(0)}
     assert sessions
     sweep.send_signal(signum)
     code, output = finish(sweep, timeout=30)
@@ -205,13 +215,10 @@ def test_interrupt_stops_everything_and_keeps_valid_results(tmp_path, signum):
     assert document["status"] == "interrupted" and document["records"][0]["status"] == "ok"
 
 
-class WrongServerRunner(ProcessRunner):
-    """Starts Python's http.server for kind "wrong": a real server that answers / with a directory listing."""
-
-    def server_command(self, kind: str, host: str, port: int, scratch: Path, workers: int | None = None) -> list[str]:
-        if kind == "wrong":
-            return [sys.executable, "-m", "http.server", "--bind", host, "--directory", str(scratch), str(port)]
-        return super().server_command(kind, host, port, scratch, workers)
+# Python's http.server as a subject: a real server that answers / with a directory listing.
+WRONG = subjects.Subject(
+    "wrong", "user", "http.server, answering wrongly",
+    (sys.executable, "-m", "http.server", "--bind", "{host}", "--directory", "{scratch}", "{port}"), ("/", "/bytes/N"))
 
 
 @pytest.mark.parametrize("server", ["reuseport", "nginx"])
@@ -240,7 +247,8 @@ def test_a_server_answering_wrongly_fails_verification_and_is_not_benchmarked():
     config = SweepConfig(preset="test", servers=("wrong",), workloads=(WORKLOADS["bytes-64k"],),
                          connections=(4, 8), duration_s=1, warmup_s=1, repeat=1)
     records: list[Record] = []
-    runner = WrongServerRunner(Topology(), server_cpus=(0,), client_cpu=1)
+    subjects.REGISTRY.add(WRONG)
+    runner = ProcessRunner(Topology(), server_cpus=(0,), client_cpu=1)
     started = time.monotonic()
     run_sweep(config, runner, Namespaces(Topology()), records.append)
     assert time.monotonic() - started < 5  # no wrk run

@@ -2,7 +2,7 @@
 that lives in its own network namespace behind a veth pair (tests/engine_pair.py).
 
 Every engine is named the way a user names another machine's: by its socket URL. The load only ever
-goes to HOST_ADDR, the host's end of that pair.
+goes to PAIR.host_addr, the host's end of that pair.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from engine_pair import HOST_ADDR, HOST_IF, SecondEngine, second_engine, veth_counters  # noqa: E402
+from engine_pair import PAIR, SecondEngine, second_engine, veth_counters  # noqa: E402
 
 # This host's daemon and the root/daemon skips, as the runner's tests have them; FIRST is how users name it.
 from test_docker_runner import CLIENT, pytestmark  # noqa: E402, F401
@@ -49,7 +49,7 @@ def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def engine_args(client: str, *more_clients: str) -> list[str]:
     return ["--server-engine", FIRST, *(arg for c in (client, *more_clients) for arg in ("--client-engine", c)),
-            "--server-addr", HOST_ADDR]
+            "--server-addr", PAIR.host_addr]
 
 
 def started_roles(client: docker.DockerClient, since: float, until: float) -> list[str]:
@@ -118,10 +118,11 @@ def test_one_client_engine_runs_every_point_across_the_pair(engine, tmp_path):
     # Servers on the first daemon, wrk on the second, and nothing of either role the other way round.
     assert "server" in first and "wrk" not in first
     assert "wrk" in second and "server" not in second
-    # The load went to HOST_ADDR only: across the pair (tx: from the servers to wrk).
+    # The load went to PAIR.host_addr only: across the pair (tx: from the servers to wrk).
     assert crossed["tx_bytes"] >= sum(r["bytes"] for r in records) > 0
     assert crossed["rx_packets"] >= sum(r["requests"] for r in records) // 64  # requests arrive, batched
-    assert run["environment"]["traffic"].startswith(f"{HOST_IF}, the server host's interface holding {HOST_ADDR}")
+    assert run["environment"]["traffic"].startswith(
+        f"{PAIR.host_if}, the server host's interface holding {PAIR.host_addr}")
     assert all(r["veth_consistent"] and r["clients"] is None and r["other_cpu_share"] is None for r in records)
     engines = run["environment"]["engines"]
     assert [(e["role"], e["engine"]) for e in engines] == [("server", FIRST), ("client", engine.url)]

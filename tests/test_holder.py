@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench import verify
+from bench.errors import PointFailed
+from bench.holder import ACCEPT_STALL_S, QUEUE_LIMIT
 from bench.network import Namespaces
 from bench.runners import ProcessRunner
 from bench.sweep import hold_idle
@@ -147,5 +149,23 @@ def test_past_one_holder_and_one_address_several_of_each_hold_them_all_and_the_s
             idle.close()
         assert extra_addresses() == []
         assert settle(0, lambda: sum(server_side_peers(port).values())) == 0
+    finally:
+        runner.stop()
+
+
+def test_a_server_that_stops_accepting_fails_the_point_in_seconds_not_the_holders_timeout() -> None:
+    """blocking serves its first connection until it closes: the rest wait in its accept queue, which fills."""
+    topo = Topology()
+    net = Namespaces(topo)
+    runner = ProcessRunner(topo, server_cpus=(0,), client_cpu=1)
+    port = net.free_port()
+    try:
+        runner.start_server("blocking", topo.server_addr, port)
+        assert verify.wait_until_answering(net, port, runner.server_exit_code, 10) is None
+        started = time.monotonic()
+        with pytest.raises(PointFailed, match=r"the server stopped accepting: 2,0\d\d of 2,500 idle connections "
+                                              r"waited in its accept queue, none taken for 3 s"):
+            hold_idle(runner, net, port, QUEUE_LIMIT + 452)
+        assert time.monotonic() - started < 4 * ACCEPT_STALL_S + 5  # the holder's stall, then the settling's
     finally:
         runner.stop()

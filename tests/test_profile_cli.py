@@ -108,8 +108,8 @@ def test_report_and_differential_redraw_from_the_run_directory(profile_run) -> N
 
 def test_flamegraphs_on_a_sweep_profile_an_extra_run_per_server(tmp_path) -> None:
     out = tmp_path / "run"
-    code, output = bench("--servers", "epoll", "--connections", "4", "8", "--duration", "1", "--repeat", "1",
-                         "--flamegraphs", "--out", str(out))
+    code, output = bench("--preset", "plaintext", "--servers", "epoll", "--connections", "4", "8", "--duration", "1",
+                         "--repeat", "1", "--flamegraphs", "--out", str(out))
     assert code == 0, output
     document = json.loads((out / "results.json").read_text())
     assert len(document["records"]) == 3 * 2  # the measured points only: epoll, floor and nginx at 4 and 8

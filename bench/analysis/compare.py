@@ -1,11 +1,18 @@
-"""Per-point ratios between two runs (B / A) of the cells they share (pure)."""
+"""Two runs compared (pure): per-point ratios B / A of the cells they share, and how far B reproduces A."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
+from bench.analysis import html
+from bench.analysis.document import Bullets, Document, Entry, Section, Table, Text, page_of
 from bench.analysis.metrics import METRICS
-from bench.analysis.summary import Cell, median
+from bench.analysis.summary import Cell, median, summarize
+from bench.errors import BenchError
+from bench.results import Run, load, write_atomic
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,74 @@ def reversed_pairs(pairs: list[tuple[Cell, Cell]], metric: str) -> list[tuple[st
 
     return [(x_a.server, y_a.server) for x_a, x_b in pairs for y_a, y_b in pairs
             if below(x_a, y_a) and below(y_b, x_b)]
+
+
+def agreement_lines(run_a: Run, run_b: Run) -> list[str]:
+    """Whether B reproduces A: CPU µs/request ranges, the models' order, wall time, disturbed points."""
+    found = agreement(summarize(run_a.records), summarize(run_b.records))
+    lines = []
+    if found.cells:
+        lines.append(f"CPU µs/request [min–max] ranges overlap in {found.overlapping} of {found.cells} cells "
+                     f"({found.overlapping / found.cells:.0%})")
+    if found.rankings:
+        count = len(found.rankings)
+        consistent = sum(not r.reversed for r in found.rankings)
+        lines.append(f"servers ranked by CPU µs/request: no two in opposite order beyond both runs' [min–max] "
+                     f"ranges at {consistent} of {count} (workload, connections); the same order of medians at "
+                     f"{sum(r.same for r in found.rankings)} of {count}")
+        lines += [f"  opposite at {r.workload} {r.connections} conn.: "
+                  + ", ".join(f"A {x} < {y}, B {y} < {x}" for x, y in r.reversed)
+                  for r in found.rankings if r.reversed]
+        lines += [f"  medians' order at {r.workload} {r.connections} conn.: A {' < '.join(r.a)}; "
+                  f"B {' < '.join(r.b)}" for r in found.rankings if not r.same]
+    walls = [wall_time_s(run) for run in (run_a, run_b)]
+    if None not in walls:
+        lines.append(f"wall time: A {walls[0]:.0f} s, B {walls[1]:.0f} s (B/A {walls[1] / walls[0]:.2f})")
+    shares = []
+    for name, run in (("A", run_a), ("B", run_b)):
+        ok = [r for r in run.records if r.status == "ok"]
+        shares.append(f"{name} {sum(r.disturbed for r in ok)} of {len(ok)}" +
+                      (f" ({sum(r.disturbed for r in ok) / len(ok):.0%})" if ok else ""))
+    lines.append(f"points disturbed by other load: {', '.join(shares)}")
+    return lines
+
+
+def wall_time_s(run: Run) -> float | None:
+    if run.finished_at is None:
+        return None
+    return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
+
+
+def comparison_table(run_a: Run, run_b: Run) -> Table:
+    """The medians' requests/s of both runs and the ratios B/A of the metrics either run has for some point."""
+    rows = compare(summarize(run_a.records), summarize(run_b.records))
+    if not rows:
+        raise BenchError("the two runs share no (workload, server, connections) point")
+    # Ratios of the metrics either run has for some point (a plaintext run has no idle-memory columns).
+    shown = [m for m in METRICS.values() if m.compared and any(row.ratio[m.key] is not None for row in rows)]
+    return Table(["workload", "server", "conn.", "req/s A", "req/s B", *(f"{m.short} B/A" for m in shown)], [
+        [Entry(row.workload), Entry(row.server), Entry(str(row.connections), row.connections),
+         *(Entry(f"{side['requests_per_s']:,.0f}", side["requests_per_s"]) if side["requests_per_s"]
+           else Entry("failed") for side in (row.a, row.b)),
+         *(Entry(f"{row.ratio[m.key]:.2f}", row.ratio[m.key]) if row.ratio[m.key] is not None else Entry("—")
+           for m in shown)]
+        for row in rows], align="ll" + "r" * (3 + len(shown)))
+
+
+def comparison(a: str, run_a: Run, b: str, run_b: Run) -> Document:
+    """`bench compare A B` as a page: how far B reproduces A, then its table; `a`, `b`: links to the runs' pages."""
+    return Document(f"swissknife comparison: B = `{run_b.name}` against A = `{run_a.name}`",
+                    [Bullets([f"A: [{run_a.name}]({a}), started {run_a.started_at}",
+                              f"B: [{run_b.name}]({b}), started {run_b.started_at}"])],
+                    [Section("Does B reproduce A?", [Text(line.strip()) for line in agreement_lines(run_a, run_b)]),
+                     Section("Medians and ratios B/A", [comparison_table(run_a, run_b)])])
+
+
+def write_comparison(a: Path, b: Path, page: Path) -> Path:
+    """The comparison page of runs `a` and `b` at `page`, linking their reports relatively."""
+    def link(run_dir: Path) -> str:
+        target = page_of(run_dir) or run_dir
+        return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
+
+    write_atomic(page, html.page(comparison(link(a), load(a), link(b), load(b))))
+    return page

@@ -1,5 +1,5 @@
-"""Experiment sections of report.md: plots against the experiment's axis and a paragraph
-generated from the numbers (pure: the run's records in, text and PNGs out)."""
+"""Experiment sections of a run's report: plots against the experiment's axis and a paragraph
+generated from the numbers (pure: the run's records in, sections and plots out)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench import subjects
 from bench.analysis import plots
+from bench.analysis.document import Bullets, Entry, Figure, Section, Table, Text
 from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import table
@@ -35,10 +36,11 @@ def axis_points(experiment: Experiment, workloads: list[dict], cells: list[Cell]
 
 
 def shown(workloads: list[dict], cells: list[Cell]) -> list[Experiment]:
-    """Experiments the run has enough of: a measured member, and two axis values where the axis is its own."""
+    """Experiments the run has enough of: a measured member, and two axis values where the axis is its own.
+    One compared across runs (gil: `bench gil`) has its section in their comparison, never in one run's."""
     measured = {c.workload for c in cells}
-    return [e for e in EXPERIMENTS.values()
-            if any(w["name"] in measured for w in members(e, workloads)) and
+    return [e for e in EXPERIMENTS.values() if not e.across_runs and
+            any(w["name"] in measured for w in members(e, workloads)) and
             (e.axis == "connections" or len({c.connections for c in axis_points(e, workloads, cells)}) > 1)]
 
 
@@ -65,26 +67,26 @@ def draw(workloads: list[dict], cells: list[Cell], directory: Path) -> list[Path
     return paths
 
 
-def sections(workloads: list[dict], cells: list[Cell], plot_dir: Path, report_dir: Path) -> list[str]:
-    lines: list[str] = []
+def sections(workloads: list[dict], cells: list[Cell], plot_dir: Path, report_dir: Path) -> list[Section]:
+    found = []
     for experiment in shown(workloads, cells):
-        present = members(experiment, workloads)
-        lines += [f"## Experiment: {experiment.name}", "", f"*{experiment.question}*", ""]
+        section = Section(f"Experiment: {experiment.name}", [Text(f"*{experiment.question}*")])
         if experiment.axis == "connections":
-            lines += [paragraph_by_workload(w["name"], [c for c in cells if c.workload == w["name"]])
-                      for w in present] + [""]
+            section.blocks += [Text(paragraph_by_workload(w["name"], [c for c in cells if c.workload == w["name"]]))
+                               for w in members(experiment, workloads)]
         else:
             points = axis_points(experiment, workloads, cells)
-            lines += [paragraph_along_axis(experiment, points), ""]
+            section.blocks.append(Text(paragraph_along_axis(experiment, points)))
             if costs := paragraph_of_idle_costs(experiment, points):
-                lines += [costs, ""]
-            for metric in (m for m in tabled(experiment.name) if measured([m], points)):
-                heading = f"{{:,}} {AXIS_LABELS[experiment.axis]}".format
-                lines += [f"### {metric.table}", "", *table(points, metric.key, heading), ""]
+                section.blocks.append(Text(costs))
+            heading = f"{{:,}} {AXIS_LABELS[experiment.axis]}".format
+            section.blocks += [table(points, metric.key, heading, metric.table)
+                               for metric in tabled(experiment.name) if measured([metric], points)]
             for figure in drawn_figures(experiment, points):
                 path = plots.figure_path(plot_dir, experiment.name, figure).relative_to(report_dir)
-                lines += [f"![{experiment.name} {figure}]({path.as_posix()})", ""]
-    return lines
+                section.blocks.append(Figure(f"{experiment.name} {figure}", path.as_posix()))
+        found.append(section)
+    return found
 
 
 def rps(cell: Cell) -> float | None:
@@ -173,11 +175,11 @@ class GilRun:
 
 
 def gil_run(run: Run, run_dir: Path) -> GilRun | None:
-    """The run's gil figures; None when it has no gil workload or does not record its interpreter."""
+    """The run's gil figures; None when it is not one of `bench gil`'s runs (its preset) or lacks what they hold."""
     server_python = run.environment.get("server_python")
     gil = EXPERIMENTS["gil"]
     cells = [c for c in summarize(run.records) if gil.includes(c.workload)]
-    if server_python is None or not cells:
+    if run.config["preset"] != gil.name or server_python is None or not cells:
         return None
     at = max(c.connections for c in cells)
     profiling = run.profiling
@@ -206,9 +208,8 @@ def _change(before: float | None, after: float | None, form: str, unit: str) -> 
     return f"{_value(before, form)} → {_value(after, form)}{unit}"
 
 
-def gil_table(runs: list[GilRun], workload: str) -> list[str]:
-    lines = ["| server | run | requests/s | CPU µs/request | syscalls/request | locks, % of samples |",
-             "|---|---|---:|---:|---:|---:|"]
+def gil_table(runs: list[GilRun], workload: str) -> Table:
+    rows = []
     servers = dict.fromkeys(server for run in runs for (w, server) in run.figures if w == workload)
     for server in servers:
         for run in runs:
@@ -216,12 +217,14 @@ def gil_table(runs: list[GilRun], workload: str) -> list[str]:
             if found is None:
                 continue
             if found.requests_per_s is None:
-                lines.append(f"| {server} | {run.label} | {found.failure} | | | |")
+                rows.append([Entry(server), Entry(run.label), Entry(found.failure or ""), *(Entry("") for _ in "123")])
                 continue
-            lines.append(f"| {server} | {run.label} | {found.requests_per_s:,.0f} | "
-                         f"{_value(found.cpu_us_per_request, '.1f')} | {_value(found.syscalls_per_request, '.2f')} | "
-                         f"{_value(found.lock_share, '.1f')} |")
-    return lines
+            rows.append([Entry(server), Entry(run.label),
+                         *(Entry(_value(value, form), value) for value, form in (
+                             (found.requests_per_s, ",.0f"), (found.cpu_us_per_request, ".1f"),
+                             (found.syscalls_per_request, ".2f"), (found.lock_share, ".1f")))])
+    return Table(["server", "run", "requests/s", "CPU µs/request", "syscalls/request", "locks, % of samples"], rows,
+                 align="llrrrr")
 
 
 def gil_paragraph(runs: list[GilRun], workload: str, server: str) -> str:
@@ -257,33 +260,33 @@ def gil_paragraph(runs: list[GilRun], workload: str, server: str) -> str:
     return text
 
 
-def gil_sections(runs: list[GilRun]) -> list[str]:
-    """The gil experiment across runs: per workload a table and one paragraph per model."""
+def gil_sections(runs: list[GilRun]) -> tuple[list[Text], list[Section]]:
+    """The gil experiment across runs: what the runs are, then per workload a table and a paragraph per model."""
     gil = EXPERIMENTS["gil"]
     runs = sorted(runs, key=lambda run: (run.cpus, not run.gil))
-    lines = [f"*{gil.question}.*", ""]
+    intro = [Text(f"*{gil.question}.*")]
     if versions := sorted({run.version for run in runs}):
         same = "the same version" if len(versions) == 1 else "DIFFERENT versions"
-        lines += [f"Interpreters: CPython {' and '.join(versions)} ({same}); runs: "
-                  f"{'; '.join(run.label for run in runs)}.", ""]
+        intro.append(Text(f"Interpreters: CPython {' and '.join(versions)} ({same}); runs: "
+                          f"{'; '.join(run.label for run in runs)}."))
     if not {run.gil for run in runs} >= {True, False}:
-        lines += ["These runs have only one interpreter: the comparison needs runs with and without the GIL "
-                  "(`python3 -m bench gil`).", ""]
-    workloads = dict.fromkeys(w for run in runs for (w, _) in run.figures)
-    for workload in workloads:
+        intro.append(Text("These runs have only one interpreter: the comparison needs runs with and without the GIL "
+                          "(`python3 -m bench gil`)."))
+    found = []
+    for workload in dict.fromkeys(w for run in runs for (w, _) in run.figures):
         connections = max(run.connections for run in runs)
-        lines += [f"## gil: {workload} at {connections} connections", "", *gil_table(runs, workload), ""]
         servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload
                                 and subjects.category(s) != "reference")
-        for server in servers:
-            lines += [gil_paragraph(runs, workload, server), ""]
-        paths = [f"- {server}, {run.label}: {share:.1f} % of samples in `{path}`" for server in servers
-                 for run in runs if (found := run.figures.get((workload, server))) and found.lock_path
-                 for path, share in [found.lock_path] if share >= LOCK_PATH_SHOWN]
-        if paths:
-            lines += ["Where the lock time goes (the heaviest path from a Python function to a lock, "
-                      f"where it holds {LOCK_PATH_SHOWN:g} % of the samples or more):", "", *paths, ""]
-    return lines
+        paths = [f"{server}, {run.label}: {share:.1f} % of samples in `{path}`" for server in servers
+                 for run in runs if (figures := run.figures.get((workload, server))) and figures.lock_path
+                 for path, share in [figures.lock_path] if share >= LOCK_PATH_SHOWN]
+        lock_blocks = [Text("Where the lock time goes (the heaviest path from a Python function to a lock, "
+                            f"where it holds {LOCK_PATH_SHOWN:g} % of the samples or more):"),
+                       Bullets(paths)] if paths else []
+        found.append(Section(f"gil: {workload} at {connections} connections", [
+            gil_table(runs, workload), *(Text(gil_paragraph(runs, workload, server)) for server in servers),
+            *lock_blocks]))
+    return intro, found
 
 
 def paragraph_of_idle_costs(experiment: Experiment, points: list[Cell]) -> str | None:

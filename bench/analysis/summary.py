@@ -28,6 +28,8 @@ class Cell:
     client_bound: int  # repeats flagged client-bound
     disturbed: int  # repeats during which other processes used CPU
     failure: str | None  # the first failure's reason
+    measured: int = 0  # ok repeats
+    errors: str | None = None  # the ok repeats that saw wrk errors, with their figures: why a spread is wide
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -56,8 +58,18 @@ def summarize(records: list[Record]) -> list[Cell]:
             client_bound=sum(bool(r.client_bound) for r in ok),
             disturbed=sum(r.disturbed for r in ok),
             failure=failures[0] if failures else None,
+            measured=len(ok),
+            errors="; ".join(error_note(r) for r in ok if r.wrk_errors) or None,
         ))
     return cells
+
+
+def error_note(record: Record) -> str:
+    kinds = ", ".join(f"{count} {kind}" for kind in ("connect", "read", "write", "status", "timeout")
+                      if (count := getattr(record, f"errors_{kind}")))
+    busy = f", server CPU {record.server_cpu_share:.0%} busy" if record.server_cpu_share is not None else ""
+    return (f"repeat {record.repeat}: {record.wrk_errors} wrk errors ({kinds}), "
+            f"{record.requests_per_s:,.0f} requests/s{busy}")
 
 
 def median(cell: Cell, metric: str) -> float | None:

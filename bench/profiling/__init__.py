@@ -17,6 +17,7 @@ from bench.profiling.breakdown import (
     classify,
     markdown_table,
     plot_breakdown,
+    share_rows,
 )
 from bench.profiling.flamegraph import diff_folded, differential, read_folded, render_folded
 from bench.profiling.perf import (
@@ -34,5 +35,5 @@ __all__ = [
     "CATEGORIES", "OTHER", "Breakdown", "Category", "ProfileResult", "PythonSupport", "SyscallCount",
     "breakdown", "classify", "count_syscalls", "diff_folded", "differential", "markdown_table", "perf_problem",
     "plot_breakdown", "profile_server", "python_perf_args", "read_folded", "remove_interpreter_files",
-    "render_folded",
+    "render_folded", "share_rows",
 ]

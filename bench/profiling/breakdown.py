@@ -133,14 +133,21 @@ def breakdown(folded: Path) -> Breakdown:
     return Breakdown(dict(weights))
 
 
+def share_rows(breakdowns: dict[str, Breakdown]) -> tuple[list[str], dict[str, list[float]]]:
+    """The categories' labels, and per server its shares in percent in that order."""
+    labels = {category.name: category.label for category in CATEGORIES} | {OTHER: "other"}
+    return ([labels[name] for name in category_names()],
+            {server: list(result.shares().values()) for server, result in breakdowns.items()})
+
+
 def markdown_table(breakdowns: dict[str, Breakdown]) -> str:
     """One row per server, one column per category, shares in percent."""
-    labels = {category.name: category.label for category in CATEGORIES} | {OTHER: "other"}
-    header = "| server | " + " | ".join(labels[name] for name in category_names()) + " |"
-    rule = "|---" + "|---:" * len(category_names()) + "|"
-    rows = [f"| {server} | " + " | ".join(f"{share:.1f}%" for share in result.shares().values()) + " |"
-            for server, result in breakdowns.items()]
-    return "\n".join([header, rule, *rows]) + "\n"
+    labels, rows = share_rows(breakdowns)
+    header = "| server | " + " | ".join(labels) + " |"
+    rule = "|---" + "|---:" * len(labels) + "|"
+    lines = [f"| {server} | " + " | ".join(f"{share:.1f}%" for share in shares) + " |"
+             for server, shares in rows.items()]
+    return "\n".join([header, rule, *lines]) + "\n"
 
 
 def plot_breakdown(breakdowns: dict[str, Breakdown], out_png: Path) -> Path:
@@ -165,5 +172,6 @@ def plot_breakdown(breakdowns: dict[str, Breakdown], out_png: Path) -> Path:
     figure.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_png, dpi=120)
+    figure.savefig(out_png.with_suffix(".svg"), metadata={"Date": None})  # the HTML report's
     plt.close(figure)
     return out_png

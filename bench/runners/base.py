@@ -150,7 +150,8 @@ class Runner(Protocol):
         """How the sweep reaches the servers this runner starts (after check())."""
 
     def engines(self) -> list[dict]:
-        """The Docker engines of every role, when they are several machines' (engines.Engine.describe); else []."""
+        """The Docker engines every role ran on (engines.Engine.describe): one "local" on one host; [] without
+        Docker."""
 
     def stop(self) -> None:
         """Kill everything this runner started (interrupts, errors)."""

@@ -83,10 +83,11 @@ from bench.runners.base import (
     server_command,
     tree_usage,
 )
-from bench.runners.engines import Roles
+from bench.runners.engines import Engine, Roles
 from netns.config import Topology
 from netns.ns import NETNS_RUN_DIR
 
+LOCAL_ENGINE = "unix:///var/run/docker.sock"  # docker.from_env()'s engine when DOCKER_HOST is unset
 IMAGE_ENV = "SWISSKNIFE_IMAGE"
 DEFAULT_IMAGE = "swissknife:latest"
 FT_IMAGE_ENV = "SWISSKNIFE_FT_IMAGE"  # the image of the NAMED_PYTHONS (default swissknife-ft:latest)
@@ -144,6 +145,7 @@ class DockerRunner:
                 raise BenchError(f"no Docker daemon answers ({error}); start one: sudo docker/install-engine.sh") \
                     from None
             self._clients = [(None, self._client)]
+            self._local = Engine(os.environ.get("DOCKER_HOST", LOCAL_ENGINE), self._client)
         else:
             self._client = roles.server.client
             self._clients = [(engine.spec, engine.client) for engine in roles.clients]
@@ -459,7 +461,7 @@ class DockerRunner:
                         on_client=lambda args: self._network_command(self._wrk_container(0), args))
 
     def engines(self) -> list[dict]:
-        return self.roles.describe() if self.roles else []
+        return self.roles.describe() if self.roles else [self._local.describe("local")]
 
     def stop(self) -> None:
         self.stop_server()

@@ -39,17 +39,32 @@ class Engine:
         return f"DOCKER_CONTEXT={self.spec}" if self.is_context else f"DOCKER_HOST={self.spec}"
 
     def describe(self, role: str) -> dict:
-        """The daemon behind this engine, for results.json."""
+        """The daemon behind this engine, for results.json: what decides how its containers run and are measured
+        (API version, cgroup version and driver, default seccomp profile and the other security options)."""
         info = self.client.info()
         return {"role": role, "engine": self.spec, "daemon_id": info["ID"], "host_name": info["Name"],
                 "kernel": info["KernelVersion"], "cpus": info["NCPU"], "os": info["OperatingSystem"],
-                "docker": info["ServerVersion"]}
+                "docker": info["ServerVersion"], "api_version": self.client.version()["ApiVersion"],
+                "cgroup_version": info.get("CgroupVersion"),  # API 1.40+
+                "cgroup_driver": info["CgroupDriver"], "seccomp_profile": seccomp_profile(info["SecurityOptions"]),
+                "security_options": info["SecurityOptions"], "containerd": info["ContainerdCommit"]["ID"],
+                "runc": info["RuncCommit"]["ID"]}
 
     def image_id(self, name: str) -> str | None:
         try:
             return self.client.images.get(name).id
         except ImageNotFound:
             return None
+
+
+def seccomp_profile(security_options: list[str]) -> str | None:
+    """The default seccomp profile named in `docker info`'s SecurityOptions ("name=seccomp,profile=builtin":
+    builtin on Engine 25+, default before; a path when the daemon was given one); None: no seccomp."""
+    for option in security_options:
+        fields = dict(field.partition("=")[::2] for field in option.split(","))
+        if fields.get("name") == "seccomp":
+            return fields.get("profile")
+    return None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def test_urls_and_nginx_take_both_address_families():
 
 def test_paths_are_shown_as_the_host_names_them(monkeypatch):
     """In the compose bench container the results directory is the host's ./results (or BENCH_RESULTS)."""
-    from bench.cli import HOST_RESULTS_ENV, RESULTS_DIR, shown
+    from bench.console import HOST_RESULTS_ENV, RESULTS_DIR, shown
     run = RESULTS_DIR / "20260101-000000-quick" / "report.md"
     monkeypatch.delenv(HOST_RESULTS_ENV, raising=False)
     assert shown(run) == str(run)

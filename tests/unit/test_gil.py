@@ -72,7 +72,7 @@ def fake_run(tmp_path: Path, gil: bool, cpus: int, rps: dict[str, float]) -> Pat
     records.append(Record("reuseport", "cpu-200", 64, 1, "unsupported", failure="not here"))
     environment = reference["environment"] | {"server_python": {
         "executable": "/x", "version": "3.13.5", "free_threaded_build": not gil, "gil_enabled": gil}}
-    config = reference["config"] | {"server_cpus": list(range(cpus))}
+    config = reference["config"] | {"server_cpus": list(range(cpus)), "preset": "gil"}
     run = Run(name, "complete", "now", environment, config, records=records,
               profiling=Profiling(2, 1.5, [], profiles=profiles))
     save(run_dir, run)
@@ -84,7 +84,8 @@ def test_the_comparison_states_what_removing_the_gil_changes_from_the_numbers(tm
     fake_run(tmp_path, True, 2, {"threaded": 4000, "epoll": 4200})
     fake_run(tmp_path, False, 1, {"threaded": 3600, "epoll": 4000})
     fake_run(tmp_path, False, 2, {"threaded": 7200, "epoll": 4000})
-    (report,) = write_gil_report(tmp_path)
+    report, page = write_gil_report(tmp_path)
+    assert page.name == "report.html"
     text = report.read_text()
     assert "CPython 3.13.5 (the same version)" in text
     assert "| threaded | no GIL, 2 CPUs | 7,344 | 500.0 | 1.50 | 30.0 |" in text  # medians: the second repeat
@@ -98,3 +99,25 @@ def test_a_model_unsupported_in_a_run_is_named_not_compared(tmp_path):
             for d in (fake_run(tmp_path, True, 1, {"epoll": 1}), fake_run(tmp_path, False, 1, {"epoll": 1}))]
     assert gil_paragraph(runs, "cpu-200", "reuseport") == (
         "**reuseport** without the GIL: on 1 CPU no comparison (not here).")
+
+
+def test_bench_gil_makes_four_runs_into_one_directory_and_stops_when_one_is_interrupted(tmp_path):
+    from bench.gil import run_gil
+    parser = sweep_parser()
+    wide = resolve(parser.parse_args(["--experiments", "gil", "--cpus", "0-1,1"]), parser)
+    made = []
+
+    def run_one(config, python, out):  # a run as the lifecycle leaves it: its results.json
+        made.append((python, config.server_cpus, out.name))
+        gil, cpus = python == "/gil", len(config.server_cpus)
+        fake_run(tmp_path, gil, cpus, {"threaded": 4000 * cpus})
+        return 0
+
+    pythons = {"gil": "/gil", "free-threaded": "/ft"}
+    assert run_gil(wide, pythons, tmp_path, run_one) == 0
+    assert made == [("/gil", (0,), "gil-1cpu"), ("/gil", (0, 1), "gil-2cpu"), ("/ft", (0,), "free-threaded-1cpu"),
+                    ("/ft", (0, 1), "free-threaded-2cpu")]
+    assert "×2.00 with the GIL" in (tmp_path / "report.md").read_text()
+    made.clear()
+    assert run_gil(wide, pythons, tmp_path / "stopped", lambda config, python, out: made.append(out) or 130) == 130
+    assert len(made) == 1 and not (tmp_path / "stopped" / "report.md").exists()

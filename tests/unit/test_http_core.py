@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
+
 from servers.http import (
     FAILURE_LOG_BURST,
     MAX_HEADER_FIELDS,
@@ -146,3 +148,57 @@ def test_a_repeated_request_reuses_its_parse_but_is_routed_and_counted_each_time
     assert seen[-1].path == b"/b" and seen[-1].method == b"HEAD"
     assert status(connection.feed(b"GET /a?x HTTP/1.1\r\nHost : test\r\n\r\n")[0]) == 400
     assert connection.closing and connection.feed(b"GET /a?x HTTP/1.1\r\nHost: test\r\n\r\n") == []
+
+
+# Each refused at its last byte: the byte past which no valid request can begin (none of them has ended its head).
+EARLY_REFUSALS = {
+    "bare CR in a field value": (b"GET / HTTP/1.1\r\nx:\rTransfer-Encoding: chunked\r\n", 400),
+    "empty field line ended by a bare CR": (b"GET / HTTP/1.1\r\nHost: a\r\n\rTransfer-Encoding: chunked\r\n", 400),
+    "NUL in a field value": (b"GET / HTTP/1.1\r\nX: a\x00b\r\n", 400),
+    "DEL in a field value": (b"GET / HTTP/1.1\r\nX: a\x7fb\r\n", 400),
+    "field name not a token": (b"GET / HTTP/1.1\r\nX(y): z\r\n", 400),
+    "space before the colon": (b"GET / HTTP/1.1\r\nHost : a\r\n", 400),
+    "obs-fold": (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n", 400),
+    "dummy characters between fields": (b"GET / HTTP/1.1\r\nHost: a\r\nabc\r\n", 400),
+    "duplicate Content-Length, equal": (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n", 400),
+    "duplicate Content-Length, different": (b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n", 400),
+    "overflowing Content-Length": (b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n", 413),
+    "Content-Length not digits": (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n", 400),
+    "Transfer-Encoding": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n", 411),
+    "bare LF after the start line": (b"GET / HTTP/1.1\n", 400),
+    "bare LF after a field": (b"GET / HTTP/1.1\r\nHost: a\n", 400),
+    "bare LF before a request": (b"\n", 400),
+    "space after the start line": (b"GET / HTTP/1.1 ", 400),
+    "CR not followed by LF after the version": (b"GET / HTTP/1.1\rX", 400),
+    "invalid version: a letter": (b"GET / HTTP/1.1x", 400),
+    "invalid version: two digits": (b"GET / HTTP/11", 400),
+    "invalid version: no minor": (b"GET / HTTP/3\r", 400),
+    "invalid version: lower case": (b"GET / h", 400),
+    "unsupported version": (b"GET / HTTP/2.0", 505),
+    "two spaces after the method": (b"GET  ", 400),
+    "target not starting with /": (b"GET h", 400),
+    "control character in the target": (b"GET /a\x01", 400),
+    "obs-text in the target": (b"GET /caf\xe9", 400),
+    "method not a token": (b"G(", 400),
+    "method not implemented": (b"BREW ", 501),
+    "request line too long": (b"GET /" + b"a" * (MAX_REQUEST_LINE - 5) + b"b", 414),
+}
+
+
+@pytest.mark.parametrize("case", EARLY_REFUSALS)
+def test_refused_at_the_first_byte_that_makes_it_invalid(case: str) -> None:
+    stream, expected = EARLY_REFUSALS[case]
+    connection = HttpConnection()
+    for byte in stream[:-1]:
+        assert connection.feed(bytes([byte])) == [], case
+    answers = connection.feed(stream[-1:])
+    assert [status(answer) for answer in answers] == [expected] and answers[0].close_after
+    assert [status(answer) for answer in HttpConnection().feed(stream)] == [expected]  # at once: the same answer
+    assert HttpConnection().feed(stream[:-1]) == []
+
+
+def test_field_values_may_hold_htab_and_obs_text() -> None:
+    request = b"GET / HTTP/1.1\r\nHost: test\r\nX-Name: caf\xe9\t au lait \r\nContent-Length: 0\r\n\r\n"
+    assert status(HttpConnection().feed(request)[0]) == 200
+    connection = HttpConnection()
+    assert [status(answer) for byte in request for answer in connection.feed(bytes([byte]))] == [200]

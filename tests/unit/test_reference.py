@@ -1,33 +1,60 @@
-"""The README's reference table quotes results/reference-docker/results.json, cell by cell (no hand-typed numbers)."""
+"""results/README.md quotes results files, never hand-typed numbers: its reference table cell by cell, every
+number of its prose from a claim computed here, and durations quoted as `N min (results/RUN)` anywhere in the
+READMEs and the code are that run's wall time."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
+from bench.analysis import plots
+from bench.analysis.compare import wall_time_s
+from bench.analysis.experiments import gil_run
 from bench.analysis.summary import median, summarize
-from bench.results import load
+from bench.results import Run, load
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+README = RESULTS / "README.md"
 
-# README column heading -> (workload, connections) of the reference run
+# Table column heading -> (workload, connections) of the reference run
 COLUMNS = [("plaintext", 16), ("plaintext", 256), ("sleep-5", 256), ("cpu-200", 256), ("idle-10000", 32), ("churn", 16)]
 NUMBER_PAIR = re.compile(r"([\d,]+) / ([\d.]+)")
+NUMBER = re.compile(r"\d{4}-\d\d-\d\d|\d(?:[\d,]*\d)?(?:\.\d+)*")  # a date, 1,234, 5.10, 3.13.5
+DURATION = re.compile(r"(\d+) (s|min) \(results/([\w./-]+)\)")
+
+
+@cache
+def run(name: str) -> Run:
+    return load(RESULTS / name)
+
+
+@cache
+def cells(name: str) -> dict:
+    return {cell.key: cell for cell in summarize(run(name).records)}
+
+
+def rps(workload: str, server: str, connections: int, name: str = "reference-docker") -> float:
+    return median(cells(name)[(workload, server, connections)], "requests_per_s")
+
+
+def cpu(workload: str, server: str, connections: int, name: str = "reference-docker") -> float:
+    return median(cells(name)[(workload, server, connections)], "cpu_us_per_request")
 
 
 def readme_rows() -> dict[str, list[str]]:
     """server -> its cells, from the table under the reference run's heading."""
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Results: the published reference run"):].split("\n\n| server |", 1)[1]
+    text = README.read_text()
+    table = text[text.index("## The published reference run"):].split("\n\n| server |", 1)[1]
     rows = {}
     for line in table.split("\n\n", 1)[0].splitlines()[2:]:
-        server, *cells = (cell.strip().strip("*") for cell in line.strip("|").split("|"))
-        rows[server.split(" (")[0]] = cells
+        server, *row = (cell.strip().strip("*") for cell in line.strip("|").split("|"))
+        rows[server.split(" (")[0]] = row
     return rows
 
 
 def test_every_quoted_number_is_the_reference_runs_median():
-    cells = {cell.key: cell for cell in summarize(load(ROOT / "results" / "reference-docker").records)}
     rows = readme_rows()
     assert set(rows) == {"blocking", "threaded", "select", "poll", "epoll", "epoll-et", "epoll-pool", "asyncio",
                          "reuseport", "io-uring", "floor", "nginx"}
@@ -35,13 +62,173 @@ def test_every_quoted_number_is_the_reference_runs_median():
     for server, row in rows.items():
         assert len(row) == len(COLUMNS), (server, row)
         for text, (workload, connections) in zip(row, COLUMNS, strict=False):
-            cell = cells[(workload, server, connections)]
+            cell = cells("reference-docker")[(workload, server, connections)]
             if not (pair := NUMBER_PAIR.search(text.replace("*", ""))):
                 assert median(cell, "requests_per_s") is None, (server, workload, text)  # failed/unsupported
                 continue
-            requests, cpu = pair.groups()
+            requests, cpu_text = pair.groups()
             assert requests == f"{median(cell, 'requests_per_s'):,.0f}", (server, workload, text)
-            assert abs(float(cpu) - median(cell, "cpu_us_per_request")) < 0.051 * max(1, float(cpu) / 10), (
+            assert abs(float(cpu_text) - median(cell, "cpu_us_per_request")) < 0.051 * max(1, float(cpu_text) / 10), (
                 server, workload, text, median(cell, "cpu_us_per_request"))
             quoted += 1
     assert quoted >= 50
+
+
+PEERS_RUN = "2026-12-03/subjects"
+PEER_COLUMNS = [("plaintext", 16), ("plaintext", 256), ("sleep-5", 256), ("cpu-200", 256)]
+
+
+def peer_claims() -> list[str]:
+    """The phrases of the peers' section, from the subjects run."""
+    ok = [r for r in run(PEERS_RUN).records if r.status == "ok"]
+
+    def at(server: str, workload: str = "plaintext", connections: int = 16) -> float:
+        return cpu(workload, server, connections, PEERS_RUN)
+
+    def served(server: str) -> str:
+        return f"{rps('sleep-5', server, 256, PEERS_RUN):,.0f}"
+
+    epoll, uvicorn, granian, gthread, gevent, pool = (at(s) for s in (
+        "epoll", "uvicorn", "granian", "gunicorn-gthread", "gunicorn-gevent", "epoll-pool"))
+    return [
+        f"{sum(r.disturbed for r in ok)} of its {len(ok)} measured points",
+        f"epoll {epoll:.1f} µs, uvicorn {uvicorn:.1f} ({uvicorn / epoll:.1f}×), granian {granian:.1f} "
+        f"({granian / epoll:.1f}×), gunicorn-gthread {gthread:.0f} ({gthread / epoll:.0f}×)",
+        f"{gthread - gevent:.0f} µs per request more than gunicorn-gevent ({gthread:.0f} against {gevent:.0f})",
+        f"({pool - epoll:.0f} µs: {pool:.1f} against {epoll:.1f})",
+        f"gunicorn-gthread {served('gunicorn-gthread')}, epoll-pool {served('epoll-pool')} requests/s",
+        f"gunicorn-gevent served {served('gunicorn-gevent')} requests/s against epoll's {served('epoll')}, "
+        f"uvicorn's {served('uvicorn')} and threaded's {served('threaded')}",
+    ]
+
+
+def test_the_peers_table_is_the_subjects_runs_medians():
+    text = README.read_text()
+    table = text[text.index("## The peers beside the models"):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[server] = row
+    assert set(rows) == set(run(PEERS_RUN).config["servers"])
+    peers = {"uvicorn", "granian", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "aiohttp", "tornado"}
+    assert peers <= set(rows)
+    for server, row in rows.items():
+        for text_cell, (workload, connections) in zip(row, PEER_COLUMNS, strict=True):
+            cell = cells(PEERS_RUN)[(workload, server, connections)]
+            if (requests := median(cell, "requests_per_s")) is None:
+                assert text_cell == "—", (server, workload, text_cell)
+                continue
+            per_request = median(cell, "cpu_us_per_request")
+            assert text_cell == f"{requests:,.0f} / {per_request:.1f}" if per_request < 100 else \
+                text_cell == f"{requests:,.0f} / {per_request:,.0f}", (server, workload, text_cell)
+
+
+def claims() -> list[str]:
+    """Each phrase of results/README.md's prose that holds a number, written from the results files."""
+    reference = run("reference-docker")
+    status = [r.status for r in reference.records]
+    profile = run("reference-docker/profile")
+    syscalls = {p.server: p.syscalls_per_request for p in profile.profiling.profiles}
+    shares = {server: found.shares() for server, found in
+              plots.breakdowns(profile.profiling, RESULTS / "reference-docker" / "profile", "plaintext").items()}
+    gil = {(g.gil, g.cpus): g.figures for d in sorted((RESULTS / "2026-12-01" / "gil").glob("*/results.json"))
+           if (g := gil_run(load(d.parent), d.parent))}
+    bad_repeat = next(r for r in reference.records if (r.workload, r.server, r.repeat) == ("idle-5000", "epoll", 3))
+    process, docker = (cells(f"2026-12-01/runners-{name}") for name in ("process", "docker"))
+    shared = [(a.stats["cpu_us_per_request"], docker[key].stats["cpu_us_per_request"]) for key, a in process.items()
+              if key in docker and a.stats["cpu_us_per_request"]]
+    overlapping = sum(a.low <= b.high and b.low <= a.high for a, b in shared)
+    pool, epoll = cpu("plaintext", "epoll-pool", 16), cpu("plaintext", "epoll", 16)
+    return [
+        f"{len(status)} records", f"{status.count('ok')} measured, {status.count('failed')} failed, "
+                                  f"{status.count('unsupported')} unsupported",
+        f"wrk counted {bad_repeat.errors_timeout} timeouts",
+        f"its {rps('plaintext', 'blocking', 16):,.0f} requests/s at 16 connections",
+        f"{rps('plaintext', 'epoll-pool', 16):,.0f}\n  requests/s "
+        f"({rps('plaintext', 'epoll-pool', 16) / rps('plaintext', 'blocking', 16):.2f}×)",
+        f"epoll-pool still does {rps('idle-10000', 'epoll-pool', 32):,.0f} requests/s",
+        f"{rps('sleep-5', 'epoll-pool', 256):,.0f} against {rps('sleep-5', 'blocking', 256):,.0f}\n  requests/s at "
+        f"256 connections ({rps('sleep-5', 'epoll-pool', 256) / rps('sleep-5', 'blocking', 256):.1f}×)",
+        f"{rps('sleep-5', 'threaded', 256):,.0f} requests/s",
+        f"{pool / epoll:.2f}× the CPU per request\n  ({pool:.1f} against {epoll:.2f} µs at 16 connections)",
+        f"({rps('plaintext', 'epoll-pool', 16):,.0f} against {rps('plaintext', 'epoll', 16):,.0f} requests/s)",
+        f"{syscalls['epoll-pool']:.2f} syscalls\n  per request against epoll's {syscalls['epoll']:.2f}",
+        f"{shares['epoll-pool']['locks']:.1f} % of epoll-pool's CPU samples in\n  threads, locks and the GIL against "
+        f"epoll's {shares['epoll']['locks']:.1f} %",
+        f"({rps('cpu-200', 'epoll-pool', 256):,.0f}\n  against {rps('cpu-200', 'epoll', 256):,.0f} requests/s)",
+        f"{cpu('churn', 'epoll-pool', 16) / cpu('churn', 'blocking', 16):.2f}× the blocking server's CPU per request "
+        f"({cpu('churn', 'epoll-pool', 16):.1f}\n  against {cpu('churn', 'blocking', 16):.1f} µs)",
+        f"{epoll / cpu('plaintext', 'nginx', 16):.2f}× nginx's CPU per request and "
+        f"{epoll / cpu('plaintext', 'floor', 16):.2f}× the floor's ({epoll:.2f} against "
+        f"{cpu('plaintext', 'nginx', 16):.2f}\nand {cpu('plaintext', 'floor', 16):.2f} µs at 16 connections)",
+        f"from {gil[True, 1]['plaintext', 'epoll-pool'].lock_share:.1f} % to "
+        f"{gil[False, 1]['plaintext', 'epoll-pool'].lock_share:.1f} %",
+        f"({gil[False, 1]['plaintext', 'epoll-pool'].requests_per_s:,.0f} against\n"
+        f"{gil[False, 1]['plaintext', 'epoll'].requests_per_s:,.0f} requests/s)",
+        f"({gil[True, 2]['plaintext', 'epoll-pool'].requests_per_s:,.0f} requests/s, "
+        f"{gil[True, 2]['plaintext', 'epoll-pool'].lock_share:.1f} % of its samples in locks; without the\n"
+        f"GIL {gil[False, 2]['plaintext', 'epoll-pool'].requests_per_s:,.0f})",
+        f"({rps('idle-0', 'epoll', 32):,.0f} → {rps('idle-10000', 'epoll', 32):,.0f} requests/s)",
+        f"({rps('idle-0', 'poll', 32):,.0f} → {rps('idle-10000', 'poll', 32):,.0f} requests/s, "
+        f"{cpu('idle-0', 'poll', 32):.2f} → {cpu('idle-10000', 'poll', 32):.1f} µs per request",
+        f"(at\n  100,000: reuseport {rps('idle-100000', 'reuseport', 32):,.0f}, nginx "
+        f"{rps('idle-100000', 'nginx', 32):,.0f} requests/s)",
+        f"epoll spends {shares['epoll']['network']:.1f} % of its samples\n  in the kernel's socket and network stack, "
+        f"{shares['epoll']['multiplexing']:.1f} % in epoll and {shares['epoll']['python']:.1f} % in Python;\n  the "
+        f"floor {shares['floor']['network']:.1f} %, {shares['floor']['multiplexing']:.1f} % and "
+        f"{shares['floor']['python']:.1f} %",
+        f"overlap in {overlapping} of\n  {len(shared)} cells",
+        *peer_claims(),
+    ]
+
+
+def test_every_number_in_the_prose_of_results_readme_is_computed_from_the_run_it_names():
+    text = README.read_text()
+    covered = [False] * len(text)
+    for phrase in claims():
+        assert phrase in text, f"results/README.md no longer says: {phrase!r}"
+        for found in re.finditer(re.escape(phrase), text):
+            covered[found.start():found.end()] = [True] * len(phrase)
+    for found in DURATION.finditer(text):
+        covered[found.start():found.end()] = [True] * (found.end() - found.start())
+    reference = run("reference-docker")
+    config, env = reference.config, reference.environment
+    # What the prose names besides measurements: the run's settings and routes, its tools' versions, its CPUs.
+    settings = {str(n) for n in (*config["connections"], config["repeat"], config["duration_s"], *config["server_cpus"],
+                                 config["client_cpu"], env["cpus"], 64)}  # 64: the profile run's connections
+    settings |= {f"{int(w['name'].split('-')[1]):,}" for w in config["workloads"] if w["name"].startswith("idle-")}
+    settings |= {str(n) for w in config["workloads"] for n in w["connections"] or ()}
+    settings |= {f"{int(n):,}" for w in config["workloads"] for n in re.findall(r"\d+", w["path"])}
+    settings |= {env["python"], env["tools"]["nginx"], env["tools"]["wrk"], ".".join(env["kernel"].split(".")[:2])}
+    settings |= {"1,024", "2026-12-01"}  # FD_SETSIZE; the round's folder
+    loose = []
+    for line in re.finditer(r"^(?!\|).*$", text, re.M):  # table rows are the other test's
+        body = re.sub(r"\]\([^)]*\)|`[^`]*`", lambda m: " " * len(m.group()), line.group())  # links, code
+        for number in NUMBER.finditer(body):
+            start = line.start() + number.start()
+            if not all(covered[start:start + len(number.group())]) and number.group() not in settings:
+                loose.append(number.group())
+    assert not loose, f"numbers in results/README.md that no results file backs: {loose}"
+
+
+def test_durations_quoted_in_the_readmes_and_the_code_are_the_runs_wall_times():
+    sources = [ROOT / "README.md", README, *sorted((ROOT / "bench").rglob("*.py"))]
+    quoted = 0
+    for source in sources:
+        for seconds, unit, name in DURATION.findall(source.read_text()):
+            wall = wall_time_s(run(name))
+            assert int(seconds) == round(wall / 60 if unit == "min" else wall), (source, seconds, unit, name, wall)
+            quoted += 1
+    assert quoted >= 5
+    c100k = next(r for r in run("2026-12-01/c100k").records
+                 if (r.workload, r.server, r.status) == ("idle-100000", "reuseport", "ok"))
+    holder = (ROOT / "bench" / "holder.py").read_text()
+    assert f"over seven {c100k.idle_open_s:.1f} s (results/2026-12-01/c100k" in holder
+
+
+def test_the_readmes_link_files_that_exist():
+    for readme in (ROOT / "README.md", README):
+        targets = re.findall(r"\]\(([^)#\s]+)\)", readme.read_text())
+        assert "reference-docker/report.html" in " ".join(targets), readme  # the published page, linked
+        missing = [t for t in targets if "://" not in t and not (readme.parent / t).exists()]
+        assert not missing, (readme, missing)
