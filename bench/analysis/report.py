@@ -271,7 +271,8 @@ def off_cpu_blocks(profiles: list[ServerProfile], run_dir: Path) -> list[Block]:
                 f"({h['count']:.0f} hand-offs)" for p in profiles if (h := p.handoff_us)]
     if handoffs:
         blocks.append(Text("A request's wait between the loop thread and a waiting worker (woken on its queue until "
-                           f"it runs, the GIL wait straight after included): {'; '.join(handoffs)}."))
+                           f"it runs, the GIL wait straight after included; inside a container only that GIL wait: "
+                           f"sched_wakeup names the woken thread by its host pid): {'; '.join(handoffs)}."))
     return blocks
 
 
