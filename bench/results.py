@@ -190,6 +190,11 @@ class ServerProfile:
     requests_per_s: float | None = None  # of the profiled run, perf attached
     syscalls_per_request: float | None = None
     syscalls_message: str = ""  # why syscalls_per_request is None
+    offcpu_svg: str | None = None  # the off-CPU profile (bench.profiling.offcpu), relative to the run directory
+    offcpu_folded: str | None = None
+    wall_svg: str | None = None  # on-CPU and off-CPU stacks in one graph
+    handoff_us: dict[str, float] | None = None  # a queue's hand-off to a waiting worker: count, mean, p50, p99
+    offcpu_message: str = ""  # why there is no off-CPU profile
 
 
 @dataclass

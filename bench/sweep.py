@@ -38,7 +38,10 @@ from bench.runners import Runner
 from bench.session import ServerSession
 
 PROFILE_LEAD_S = 0.5  # wrk's connection set-up, before perf starts counting
-PROFILE_TAIL_S = 1.0  # wrk outlasts perf, so perf never samples a server winding down
+# wrk outlasts perf, so perf never samples a server winding down (or gone idle: an empty graph, "No stack
+# counts found"). perf's start-up and write-out (seconds with 65 threads' DWARF stacks on a loaded host) and
+# the docker runner's execs come on top of the sampling windows.
+PROFILE_TAIL_S = 10.0
 SYSCALL_WINDOW_S = 1.5
 
 
@@ -159,7 +162,9 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
     profile = ServerProfile(point.server, point.workload.name, point.connections, "failed", "", "none")
     try:
         with ServerSession(runner, net, config, point, profiled=True) as session:
-            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + profiling.duration_s + PROFILE_TAIL_S)
+            # perf samples on-CPU, then records off-CPU, each for duration_s.
+            load_s = math.ceil(PROFILE_LEAD_S + profiling.syscall_window_s + 2 * profiling.duration_s
+                               + PROFILE_TAIL_S)
             with ThreadPoolExecutor(max_workers=1) as pool:
                 load = pool.submit(run_wrk, runner, net, config, point, session.port, load_s, clock)
                 time.sleep(PROFILE_LEAD_S)
@@ -172,8 +177,10 @@ def profile_point(runner: Runner, net: Network, config: SweepConfig, point: Poin
         return profile
     profile.status, profile.message, profile.python_method = result.status, result.message, result.python_method
     profile.notes = result.notes
-    profile.svg, profile.folded = (path and path.relative_to(profiling.run_dir).as_posix()
-                                   for path in (result.svg, result.folded))
+    profile.svg, profile.folded, profile.offcpu_svg, profile.offcpu_folded, profile.wall_svg = (
+        path and path.relative_to(profiling.run_dir).as_posix()
+        for path in (result.svg, result.folded, result.offcpu_svg, result.offcpu_folded, result.wall_svg))
+    profile.handoff_us, profile.offcpu_message = result.handoff_us, result.offcpu_message
     profile.requests_per_s = report.requests / (report.duration_us / 1e6)
     profile.syscalls_per_request = syscalls.per_request(profile.requests_per_s)
     profile.syscalls_message = syscalls.message

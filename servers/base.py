@@ -283,17 +283,22 @@ class Peer(Connection):
         if not data:
             self.eof = True
             return 0
-        if (wire := self.take(data)) is not None:  # the fast path: one send, straight from the read
+        self.respond(data)
+        return len(data)
+
+    def respond(self, data: bytes) -> None:
+        """Hand the bytes read to the core and queue its answers, the fast path's sent at once if the socket
+        takes them (one send, straight from the read; what it leaves is queued)."""
+        if (wire := self.take(data)) is not None:
             try:
                 sent = self.sock.send(wire)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self.broken = True
-                return len(data)
+                return
             if sent < len(wire):
-                self.outbox.append(wire[sent:])  # only what the send left is queued
-        return len(data)
+                self.outbox.append(wire[sent:])
 
     def flush(self) -> bool:
         """Write until the socket would block, taking the core's next batch whenever one is written.
@@ -381,6 +386,7 @@ class Server(ABC):
     """A listener and its connections; a model subclass supplies `serve`."""
 
     blocking_sockets = False
+    peer_class: type[Peer] = Peer  # what take() makes of an accepted connection
     takes_workers = False  # whether --workers means something to this model
 
     def __init__(self, listener: socket.socket, settings: Settings) -> None:
@@ -425,7 +431,7 @@ class Server(ABC):
         try:
             sock.setblocking(self.blocking_sockets)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = Peer(sock)
+            peer = self.peer_class(sock)
             if not self.admit(sock):
                 peer.answer_unavailable()
                 peer.close()

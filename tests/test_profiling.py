@@ -36,6 +36,7 @@ from bench.profiling import (  # noqa: E402
     read_folded,
     remove_interpreter_files,
 )
+from bench.profiling.offcpu import off_cpu_breakdown, off_cpu_table, profile_off_cpu  # noqa: E402
 from netns import ns  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(shutil.which("perf") is None or shutil.which("wrk") is None,
@@ -64,13 +65,14 @@ def perf_capable_python() -> tuple[str, PythonSupport] | None:
 class LoadedServer:
     """A server pinned to CPU 0 in sk-server, with wrk on CPU 1 in sk-client driving it."""
 
-    def __init__(self, python: str, support: PythonSupport, kind: str, port: int, load_s: int) -> None:
+    def __init__(self, python: str, support: PythonSupport, kind: str, port: int, load_s: int,
+                 path: str = "/") -> None:
         command = ["taskset", "-c", "0", python, *support.args, "-m", "servers", kind, "--host", SERVER_ADDR,
                    "-p", str(port)]
         self.server = ns.popen("sk-server", command, cwd=ROOT, stdout=subprocess.DEVNULL)
         self.pid = self.server.pid  # taskset execs the interpreter: same process
         wait_for_port(port)
-        url = f"http://[{SERVER_ADDR}]:{port}/"
+        url = f"http://[{SERVER_ADDR}]:{port}{path}"
         self.wrk = ns.popen("sk-client", ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{load_s}s", url],
                             stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)  # past wrk's connection set-up
@@ -98,7 +100,7 @@ def wait_for_port(port: int) -> None:
 
 
 def profile_under_load(python: str, support: PythonSupport, kind: str, port: int, out_dir: Path) -> ProfileResult:
-    loaded = LoadedServer(python, support, kind, port, load_s=PROFILE_S + 2)
+    loaded = LoadedServer(python, support, kind, port, load_s=2 * PROFILE_S + 2)  # on-CPU, then off-CPU
     try:
         return profile_server([loaded.pid], PROFILE_S, out_dir, kind, support)
     finally:
@@ -171,6 +173,26 @@ def test_differential_flame_graph(python_profiles, tmp_path: Path) -> None:
                        tmp_path / "epoll-vs-epoll-pool.svg")
     svg = out.read_text()
     assert "<svg" in svg and re.search(r"samples, [\d.]+%; [+-]?[\d.]+%\)", svg), "no differential frames"
+
+
+def test_off_cpu_profile_of_a_sleeping_handler_puts_most_blocked_time_in_the_sleep(tmp_path: Path) -> None:
+    # epoll runs each /sleep/5 in its one thread, 64 connections waiting their turn: it sleeps nearly always.
+    # (threaded's 64 threads sleep too, but on a loaded host they wait as long for wrk's next request.)
+    loaded = LoadedServer(sys.executable, PythonSupport((), "none"), "epoll", 18084, load_s=PROFILE_S + 2,
+                          path="/sleep/5")
+    try:
+        off = profile_off_cpu([loaded.pid], PROFILE_S, tmp_path, "epoll-sleep", jit=False)
+    finally:
+        loaded.stop()
+    assert off.status == "ok", off.message
+    found = off_cpu_breakdown(off.folded)
+    print("\n" + off_cpu_table({"epoll /sleep/5": found}))
+    assert found.weights.get("sleep", 0) > 0.5 * found.total, found.weights
+    assert found.total > 0.5 * PROFILE_S * 1e9, "the loop thread blocked for less than half the window"
+    heaviest = read_folded(off.folded).most_common(1)[0][0].split(";")
+    assert any("nanosleep" in frame for frame in heaviest), heaviest
+    assert "time_sleep" in heaviest, heaviest  # the handler's time.sleep, not some other wait
+    assert off.svg.read_text().startswith("<?xml")
 
 
 def test_syscalls_per_request_for_epoll() -> None:

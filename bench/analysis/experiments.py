@@ -8,11 +8,12 @@ from pathlib import Path
 
 from bench import subjects
 from bench.analysis import plots
-from bench.analysis.document import Entry, Figure, Section, Table, Text
+from bench.analysis.document import Bullets, Entry, Figure, Section, Table, Text
 from bench.analysis.metrics import Metric, figures, tabled
 from bench.analysis.summary import Cell, median, summarize
 from bench.analysis.tables import table
 from bench.config import EXPERIMENTS, Experiment
+from bench.profiling.breakdown import heaviest_lock_path
 from bench.results import Run
 
 AXIS_LABELS = {"idle": "idle connections", "pipeline": "pipeline depth", "connections": "connections"}
@@ -144,6 +145,9 @@ def paragraph_along_axis(experiment: Experiment, points: list[Cell]) -> str:
 # --- gil: several runs compared (python3 -m bench gil) ----------------------------------------------
 
 
+LOCK_PATH_SHOWN = 5.0  # percent of a run's samples: a lock path below this is not worth naming
+
+
 @dataclass(frozen=True)
 class GilFigures:
     """One (workload, server) of one run, at the run's largest connection count."""
@@ -153,6 +157,7 @@ class GilFigures:
     syscalls_per_request: float | None  # from the profiled run
     lock_share: float | None  # percent of the profiled run's CPU samples in threads, locks and the GIL
     failure: str | None  # why there is no measurement
+    lock_path: tuple[str, float] | None = None  # the heaviest path to a lock, and its percent of the samples
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,8 @@ def gil_run(run: Run, run_dir: Path) -> GilRun | None:
         profile = profiles.get((cell.workload, cell.server))
         figures[cell.workload, cell.server] = GilFigures(
             rps(cell), median(cell, "cpu_us_per_request"), profile.syscalls_per_request if profile else None,
-            locks.get((cell.workload, cell.server)), cell.failure)
+            locks.get((cell.workload, cell.server)), cell.failure,
+            heaviest_lock_path(run_dir / profile.folded) if profile and profile.folded else None)
     return GilRun(server_python["gil_enabled"], len(run.config["server_cpus"]), at, server_python["version"],
                   figures)
 
@@ -272,8 +278,15 @@ def gil_sections(runs: list[GilRun]) -> tuple[list[Text], list[Section]]:
         connections = max(run.connections for run in runs)
         servers = dict.fromkeys(s for run in runs for (w, s) in run.figures if w == workload
                                 and subjects.category(s) != "reference")
+        paths = [f"{server}, {run.label}: {share:.1f} % of samples in `{path}`" for server in servers
+                 for run in runs if (figures := run.figures.get((workload, server))) and figures.lock_path
+                 for path, share in [figures.lock_path] if share >= LOCK_PATH_SHOWN]
+        lock_blocks = [Text("Where the lock time goes (the heaviest path from a Python function to a lock, "
+                            f"where it holds {LOCK_PATH_SHOWN:g} % of the samples or more):"),
+                       Bullets(paths)] if paths else []
         found.append(Section(f"gil: {workload} at {connections} connections", [
-            gil_table(runs, workload), *(Text(gil_paragraph(runs, workload, server)) for server in servers)]))
+            gil_table(runs, workload), *(Text(gil_paragraph(runs, workload, server)) for server in servers),
+            *lock_blocks]))
     return intro, found
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from bench import subjects
 from bench.analysis import experiments, html, latency, lessons, plots
 from bench.analysis.document import (
+    Block,
     Bullets,
     Document,
     Entry,
@@ -28,8 +29,10 @@ from bench.analysis.tables import CLIENT_BOUND_MARK, DISTURBED_MARK, ERRORS_MARK
 from bench.config import DISTURBED_CPU_SHARE, SATURATED_CPU_SHARE, cpu_list
 from bench.errors import BenchError
 from bench.profiling import share_rows
+from bench.profiling.offcpu import LABELS as OFF_CPU_LABELS
+from bench.profiling.offcpu import off_cpu_breakdown, off_cpu_names
 from bench.profiling.perf import SAMPLE_HZ
-from bench.results import JSON_NAME, Profiling, Run, load, write_atomic
+from bench.results import JSON_NAME, Profiling, Run, ServerProfile, load, write_atomic
 
 SVG_HEIGHT = re.compile(rb'<svg[^>]*?\sheight="(\d+)')
 
@@ -263,11 +266,45 @@ def where_the_time_goes(profiling: Profiling, cells: list[Cell], plot_dir: Path,
             here.blocks += [Text(f"Differential flame graphs (widths from the second server; red where it spends "
                                  f"more, blue where less): {links}."),
                             Flames([flame(f"{before} → {after}", path, run_dir) for before, after, path in diffs])]
-        if notes := [f"{p.server}: {note}" for p in profiles for note in [p.message, *p.notes, p.syscalls_message]
-                     if note]:
+        here.blocks += off_cpu_blocks(profiles, run_dir)
+        if notes := [f"{p.server}: {note}" for p in profiles
+                     for note in [p.message, *p.notes, p.syscalls_message, p.offcpu_message] if note]:
             here.blocks.append(Bullets(notes))
         found_sections.append(here)
     return found_sections
+
+def off_cpu_blocks(profiles: list[ServerProfile], run_dir: Path) -> list[Block]:
+    """Where the threads waited in the window after the sampling: a table of blocked time, the graphs, the
+    hand-offs to waiting workers."""
+    found = {p.server: off_cpu_breakdown(run_dir / p.offcpu_folded) for p in profiles if p.offcpu_folded}
+    if not found:
+        return []
+    names = off_cpu_names()
+    rows = []
+    for server, breakdown in found.items():
+        total = breakdown.total or 1
+        shares = [100 * breakdown.weights.get(name, 0) / total for name in names]
+        rows.append([Entry(server), Entry(f"{breakdown.total / 1e9:.2f}", breakdown.total / 1e9),
+                     *(Entry(f"{share:.1f}%", share) for share in shares)])
+    links = ", ".join(f"{p.server} [off-CPU]({p.offcpu_svg})" + (f" [on + off]({p.wall_svg})" if p.wall_svg else "")
+                      for p in profiles if p.offcpu_svg)
+    blocks: list[Block] = [
+        Text("Where the threads waited (off-CPU, the window after the sampling: every context switch with its "
+             "stack, weighted by the time until the thread ran again; categories: `bench/profiling/offcpu.py`):"),
+        Table(["server", "blocked (thread-s)", *(OFF_CPU_LABELS[name] for name in names)], rows)]
+    if links:
+        blocks += [Text(f"Off-CPU and on + off flame graphs: {links}."),
+                   Flames([flame(f"{p.server} off-CPU", run_dir / p.offcpu_svg, run_dir)
+                           for p in profiles if p.offcpu_svg]
+                          + [flame(f"{p.server} on + off", run_dir / p.wall_svg, run_dir)
+                             for p in profiles if p.wall_svg])]
+    handoffs = [f"{p.server} {h['mean']:.0f} µs mean, {h['p50']:.0f} µs median, {h['p99']:.0f} µs p99 "
+                f"({h['count']:.0f} hand-offs)" for p in profiles if (h := p.handoff_us)]
+    if handoffs:
+        blocks.append(Text("A request's wait between the loop thread and a waiting worker (woken on its queue until "
+                           f"it runs, the GIL wait straight after included; inside a container only that GIL wait: "
+                           f"sched_wakeup names the woken thread by its host pid): {'; '.join(handoffs)}."))
+    return blocks
 
 
 def write_outputs(directory: Path) -> list[Path]:

@@ -81,6 +81,33 @@ def classify(stack: str) -> str:
     return OTHER
 
 
+def lock_path(stack: str) -> str | None:
+    """Where a stack charged to locks took its lock: the leaf-most Python function, the named C frames from
+    there to the first lock frame, and how that one waits ("py::route:… → dict_get → PyMutex_Lock →
+    __sched_yield"); None if the stack is not a lock's."""
+    if classify(stack) != "locks":
+        return None
+    frames = [frame for frame in stack.split(";")
+              if not frame.startswith("[") and frame not in ("_PyEval_EvalFrameDefault", "PyObject_Vectorcall")]
+    lock_at = next(at for at in range(len(frames) - 1, -1, -1) if _frame_category(frames[at]) == "locks")
+    python_at = max((at for at in range(lock_at) if frames[at].startswith("py::")), default=-1)
+    first_lock = next(at for at in range(python_at + 1, lock_at + 1) if _frame_category(frames[at]) == "locks")
+    return " → ".join(frames[max(python_at, 0):first_lock + 2])
+
+
+def heaviest_lock_path(folded: Path) -> tuple[str, float] | None:
+    """The lock path (lock_path) holding the most samples, and its percent of all the samples."""
+    stacks = read_folded(folded)
+    paths: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        if path := lock_path(stack):
+            paths[path] += count
+    if not paths:
+        return None
+    path, count = paths.most_common(1)[0]
+    return path, 100 * count / sum(stacks.values())
+
+
 @dataclass(frozen=True)
 class Breakdown:
     weights: dict[str, int]  # category name -> sampled weight (perf's cpu-clock periods, in ns)

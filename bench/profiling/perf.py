@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.profiling.flamegraph import RenderError, render_perf_data
+from bench.profiling.offcpu import OffCpuResult, analyse_off_cpu, record_off_cpu
 
 PERF_PERMISSION_HINT = ("run as root or `sysctl kernel.perf_event_paranoid=1`; "
                         "in a container add cap_add: [SYS_ADMIN, SYSLOG]")
@@ -44,6 +46,12 @@ class ProfileResult:
     svg: Path | None = None
     folded: Path | None = None
     notes: list[str] = field(default_factory=list)  # what a reader of the graph must know (missing frames)
+    # The off-CPU profile of the window after (bench.profiling.offcpu); offcpu_message says why there is none.
+    offcpu_svg: Path | None = None
+    offcpu_folded: Path | None = None
+    wall_svg: Path | None = None
+    handoff_us: dict[str, float] | None = None
+    offcpu_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,9 +124,11 @@ def kernel_symbols_hidden() -> bool:
 
 def profile_server(pids: list[int], duration: float, out_dir: Path, name: str, python: PythonSupport,
                    perf: str = "perf", flamegraph: str | None = None) -> ProfileResult:
-    """Sample `pids` (all their threads) for `duration` s while the caller's load runs.
+    """Sample `pids` (all their threads) for `duration` s while the caller's load runs, then record where they
+    block for another `duration` s (so the load must last 2 × `duration`).
 
-    Writes `<name>.svg` and `<name>.folded` into `out_dir`; perf.data is removed once drawn.
+    Writes `<name>.svg` and `<name>.folded`, and the off-CPU files, into `out_dir`; perf.data is removed once
+    drawn.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ProfileResult(name, "ok", "", python.method)
@@ -129,6 +139,7 @@ def profile_server(pids: list[int], duration: float, out_dir: Path, name: str, p
                             "add capability SYSLOG or `sysctl kernel.kptr_restrict=0`")
     raw = out_dir / f"{name}.perf.data"
     injected = out_dir / f"{name}.jit.perf.data"
+    off_raw = out_dir / f"{name}.offcpu.perf.data"
     # -k 1 (CLOCK_MONOTONIC): the clock perf_jit stamps its records with, for `perf inject --jit`.
     record = [perf, "record", "-e", "cpu-clock", "-F", str(SAMPLE_HZ), "--call-graph", f"dwarf,{DWARF_STACK_BYTES}",
               "-k", "1", "--no-buildid-cache", "-p", ",".join(map(str, pids)), "-o", str(raw),
@@ -141,23 +152,48 @@ def profile_server(pids: list[int], duration: float, out_dir: Path, name: str, p
         if recorded.returncode != 0 or not raw.exists():
             result.status, result.message = "unavailable", _explain_failure(recorded.stderr, recorded.returncode)
             return result
-        data = raw
-        if python.method == "perf_jit":
-            inject = _run_perf([perf, "inject", "--jit", "-i", str(raw), "-o", str(injected)], PERF_GRACE_S)
-            if isinstance(inject, str) or inject.returncode != 0:
-                result.status = "failed"
-                result.message = inject if isinstance(inject, str) else _explain_failure(inject.stderr, 1)
-                return result
-            data = injected
-        svg, folded = out_dir / f"{name}.svg", out_dir / f"{name}.folded"
-        render_perf_data(data, svg, folded, f"{name} (Python frames: {python.method})", perf, flamegraph)
-        result.svg, result.folded = svg, folded
-    except RenderError as error:
-        result.status, result.message = "failed", str(error)
+        # Recorded now, while the load runs; drawn after the on-CPU graph (which takes a while to draw).
+        off_problem = record_off_cpu(pids, duration, off_raw, perf)
+        folded = _draw_on_cpu(raw, injected, out_dir, name, python, perf, flamegraph, result)
+        off = OffCpuResult("unavailable", off_problem) if off_problem else analyse_off_cpu(
+            off_raw, out_dir, name, python.method == "perf_jit", folded, perf, flamegraph)
+        result.offcpu_svg, result.offcpu_folded, result.wall_svg = off.svg, off.folded, off.wall_svg
+        result.handoff_us, result.offcpu_message = off.handoff_us, off.message
     finally:
-        raw.unlink(missing_ok=True)
-        injected.unlink(missing_ok=True)
+        for path in (raw, injected, off_raw):
+            path.unlink(missing_ok=True)
     return result
+
+
+def _draw_on_cpu(raw: Path, injected: Path, out_dir: Path, name: str, python: PythonSupport, perf: str,
+                 flamegraph: str | None, result: ProfileResult) -> Path | None:
+    """The on-CPU graph and folded stacks from `raw` into `result` (its folded stacks returned), or why not."""
+    data = raw
+    if python.method == "perf_jit":
+        inject = _run_perf([perf, "inject", "--jit", "-i", str(raw), "-o", str(injected)], PERF_GRACE_S)
+        if isinstance(inject, str) or inject.returncode != 0:
+            result.status = "failed"
+            result.message = inject if isinstance(inject, str) else _explain_failure(inject.stderr, 1)
+            return None
+        data = injected
+    svg, folded = out_dir / f"{name}.svg", out_dir / f"{name}.folded"
+    try:
+        render_perf_data(data, svg, folded, f"{name} (Python frames: {python.method})", perf, flamegraph)
+    except RenderError as error:
+        result.status, result.message = "failed", f"{error} ({_sample_count(raw, perf)})"
+        return None
+    result.svg, result.folded = svg, folded
+    return folded
+
+
+def _sample_count(data: Path, perf: str) -> str:
+    """What perf.data holds, for a graph that could not be drawn: "perf.data: N samples, M lost"."""
+    stats = _run_perf([perf, "report", "-i", str(data), "--stats"], PERF_GRACE_S)
+    if isinstance(stats, str):
+        return stats
+    counts = {kind: sum(int(n) for n in re.findall(rf"^\s*{kind} events:\s+(\d+)", stats.stdout, re.M)[:1])
+              for kind in ("SAMPLE", "LOST_SAMPLES")}
+    return f"perf.data: {counts['SAMPLE']} samples, {counts['LOST_SAMPLES']} lost"
 
 
 def count_syscalls(pids: list[int], duration: float, perf: str = "perf") -> SyscallCount:

@@ -372,9 +372,11 @@ class DockerRunner:
             raise BenchError("profile() needs a server started with profiled=True")
         found = self._profiling(self._server, "profile", str(duration_s), PROFILE_DIR, name,
                                 json.dumps(asdict(self._support)))
-        result = ProfileResult(**found | {"svg": None, "folded": None})
-        if found["svg"]:
-            result.svg, result.folded = (self._copy_out(found[key], out_dir) for key in ("svg", "folded"))
+        files = ("svg", "folded", "offcpu_svg", "offcpu_folded", "wall_svg")
+        result = ProfileResult(**found | dict.fromkeys(files))
+        for key in files:
+            if found[key]:
+                setattr(result, key, self._copy_out(found[key], out_dir))
         return result
 
     def _copy_out(self, path: str, out_dir: Path) -> Path:
