@@ -143,6 +143,9 @@ def claims() -> list[str]:
         f"{len(status)} records", f"{status.count('ok')} measured, {status.count('failed')} failed, "
                                   f"{status.count('unsupported')} unsupported",
         f"wrk counted {bad_repeat.errors_timeout} timeouts",
+        f"reported {bad_repeat.duration_s:.1f} s for a",
+        f"({bad_repeat.requests:,} requests, {bad_repeat.server_cpu_user_s + bad_repeat.server_cpu_sys_s:.1f} s of "
+        f"server CPU) by {bad_repeat.duration_s:.1f} s",
         f"its {rps('plaintext', 'blocking', 16):,.0f} requests/s at 16 connections",
         f"{rps('plaintext', 'epoll-pool', 16):,.0f}\n  requests/s "
         f"({rps('plaintext', 'epoll-pool', 16) / rps('plaintext', 'blocking', 16):.2f}×)",
