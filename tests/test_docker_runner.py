@@ -23,6 +23,8 @@ docker = pytest.importorskip("docker", reason="the Docker SDK for Python (`docke
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from standing import standing  # noqa: E402
+
 from bench.errors import PointFailed  # noqa: E402
 from bench.network import Namespaces  # noqa: E402
 from bench.runners.docker import OWNER, OWNER_LABEL, ROLE_LABEL, RUN_LABEL, DockerRunner  # noqa: E402
@@ -196,7 +198,7 @@ def test_smoke_sweep_one_server_container_per_server_one_wrk_container_per_run(t
     assert environment["runner"] == "docker"
     assert environment["image"]["id"] == CLIENT.images.get("swissknife:latest").id
     assert environment["image"]["tools"]["wrk"] == environment["tools"]["wrk"]
-    records = document["records"]
+    records = standing(document)
     assert [(r["server"], r["connections"], r["status"]) for r in records] == [
         ("epoll", 4, "ok"), ("epoll", 32, "ok"), ("floor", 4, "ok"), ("floor", 32, "ok"), ("nginx", 4, "ok"),
         ("nginx", 32, "ok")]

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from engine_pair import ENGINE26, SecondEngine, second_engine, veth_counters  # noqa: E402
+from standing import standing  # noqa: E402
 
 # This host's daemon and the root/daemon skips; compose as its end-to-end tests run it.
 from test_compose_e2e import UP_BENCH, compose  # noqa: E402
@@ -164,7 +165,7 @@ def test_smoke_sweep_on_26_measures_io_uring_as_on_20_10(engine26, tmp_path):
         # Only Engine 26 needs the option, and there only the io-uring server gets it.
         assert watch.only_io_uring_unconfined() if host else watch.unconfined() == [], watch.seen
         runs[name] = json.loads((tmp_path / name / "results.json").read_text())
-        records = runs[name]["records"]
+        records = standing(runs[name])
         assert len(records) == 8 and [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
         assert all(r["veth_consistent"] and r["client_cpu_s"] > 0 for r in records)
     [local] = runs["26"]["environment"]["engines"]
@@ -173,7 +174,7 @@ def test_smoke_sweep_on_26_measures_io_uring_as_on_20_10(engine26, tmp_path):
     assert (local["cgroup_version"], local["cgroup_driver"], local["seccomp_profile"]) == ("1", "cgroupfs", "builtin")
     [old] = runs["20.10"]["environment"]["engines"]
     assert (old["engine"], old["seccomp_profile"], old["docker"][:5]) == (FIRST, "default", "20.10")
-    old_cpu, new_cpu = cpu_medians(runs["20.10"]["records"]), cpu_medians(runs["26"]["records"])
+    old_cpu, new_cpu = cpu_medians(standing(runs["20.10"])), cpu_medians(standing(runs["26"]))
     for server in old_cpu:
         assert 0.5 < new_cpu[server] / old_cpu[server] < 2, (server, old_cpu, new_cpu)
 
@@ -188,7 +189,7 @@ def test_servers_on_26_and_wrk_on_20_10_across_the_pair_both_engines_recorded(en
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert watch.only_io_uring_unconfined(), watch.seen
     run = json.loads((tmp_path / "run" / "results.json").read_text())
-    records = run["records"]
+    records = standing(run)
     assert [(r["server"], r["status"]) for r in records] == [("io-uring", "ok"), ("floor", "ok"), ("nginx", "ok")]
     assert after["rx_bytes"] - before["rx_bytes"] >= sum(r["bytes"] for r in records) > 0  # 26's answers
     server, client = run["environment"]["engines"]
@@ -211,7 +212,7 @@ def test_the_compose_bench_runs_on_26(engine26, tmp_path):
     assert watch.only_io_uring_unconfined(), watch.seen
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # beside index.html
     document = json.loads((run / "results.json").read_text())
-    assert [(r["server"], r["status"]) for r in document["records"]] == [
+    assert [(r["server"], r["status"]) for r in standing(document)] == [
         ("io-uring", "ok"), ("floor", "ok"), ("nginx", "ok")]
     # The image's bench ran there (the engines it records are checked above, with bench from this checkout).
     assert document["environment"]["image"]["id"] == engine26.client().images.get(IMAGE).id

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from engine_pair import PAIR, SecondEngine, second_engine, veth_counters  # noqa: E402
+from standing import standing  # noqa: E402
 
 # This host's daemon and the root/daemon skips, as the runner's tests have them; FIRST is how users name it.
 from test_docker_runner import CLIENT, pytestmark  # noqa: E402, F401
@@ -113,7 +114,7 @@ def sweep(tmp_path: Path, *clients: str) -> tuple[dict, Path, dict[str, int], li
 
 def test_one_client_engine_runs_every_point_across_the_pair(engine, tmp_path):
     run, _, crossed, first, second = sweep(tmp_path, engine.url)
-    records = [r for r in run["records"] if r["superseded_by"] is None]  # a repeat measured again counts once
+    records = standing(run)
     assert len(records) == 8 and [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
     # Servers on the first daemon, wrk on the second, and nothing of either role the other way round.
     assert "server" in first and "wrk" not in first
@@ -136,11 +137,12 @@ def merged_percentile(histograms: list[list[list[int]]], p: float) -> int:
 
 def test_two_client_engines_start_together_and_merge_exactly(engine, tmp_path):
     run, out, crossed, _, second = sweep(tmp_path, engine.url, engine.url)  # the second daemon, twice
-    records = run["records"]
+    records = standing(run)
     assert [r["status"] for r in records] == ["ok"] * 8, [r["failure"] for r in records]
     assert second.count("wrk") >= 2  # one wrk container per client engine
     for r in records:
         stem = f"{r['workload']}-{r['server']}-c{r['connections']}-r{r['repeat']}"
+        stem += f"-a{r['attempt']}" if r["attempt"] > 1 else ""  # a repeat measured again
         reports = [json.loads((out / "wrk" / f"{stem}-client{i}.json").read_text()) for i in (1, 2)]
         assert r["requests"] == reports[0]["requests"] + reports[1]["requests"] == sum(
             c["requests"] for c in r["clients"])
