@@ -214,8 +214,11 @@ class Rate:
         return f"{self.value:g}×peak" if self.fraction else f"{self.value:.10g}/s"
 
 
-# Open-loop rates when --rates is not given: below, near and past the closed-loop peak.
-DEFAULT_RATES = (Rate(0.1, True), Rate(0.5, True), Rate(0.8, True), Rate(0.95, True), Rate(1.1, True))
+# Open-loop rates when --rates is not given: below, near and past the closed-loop peak, and three absolute
+# rates that every workload of a server is offered alike (each workload's peak differs), so the fast requests
+# alone, beside 1 % slow ones and all varied compare at the same load.
+DEFAULT_RATES = (Rate(0.1, True), Rate(0.5, True), Rate(0.8, True), Rate(0.95, True), Rate(1.1, True),
+                 Rate(1000), Rate(5000), Rate(20000))
 
 
 @dataclass(frozen=True)
