@@ -8,7 +8,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from bench.analysis import plots
+from bench.analysis import latency, plots
 from bench.analysis.compare import wall_time_s
 from bench.analysis.experiments import gil_run
 from bench.analysis.summary import median, summarize
@@ -123,6 +123,91 @@ def test_the_peers_table_is_the_subjects_runs_medians():
                 text_cell == f"{requests:,.0f} / {per_request:,.0f}", (server, workload, text_cell)
 
 
+LATENCY_RUN = "2026-12-03/latency"
+LATENCY_CONNECTIONS = 32
+RATES = ("5000/s", "20000/s")  # the default absolute rates, offered to every workload alike
+
+
+@cache
+def latency_levels() -> dict[str, dict[str, list[latency.Level]]]:
+    """workload -> server -> its open-loop levels, as the run's report folds them."""
+    found = latency.curves(latency.levels(run(LATENCY_RUN).records))
+    return {workload: servers for (workload, connections), servers in found.items()
+            if connections == LATENCY_CONNECTIONS}
+
+
+def level(workload: str, server: str, asked: str) -> latency.Level | None:
+    found = [lv for lv in latency_levels()[workload].get(server, []) if lv.rate_asked == asked]
+    return found[0] if found else None  # floor and nginx have no /sleep or /cpu: no mix
+
+
+def fast_p99(workload: str, server: str, asked: str) -> str:
+    """The fast route's p99: alone (plaintext) or in a mix; × overloaded, (gen) generator-bound."""
+    if (lv := level(workload, server, asked)) is None:
+        return "—"
+    return latency.ms_entry(lv.figures["latency_p99_us"] if workload == latency.PLAIN else lv.fast_p99_us, lv).text
+
+
+MIXES = (latency.PLAIN, "latency-mix-sleep", "latency-mix-cpu")
+
+
+def latency_rows() -> dict[str, list[str]]:
+    """server -> its cells of results/README.md's latency table, from the latency run."""
+    rows = {}
+    for server, plain in latency_levels()[latency.PLAIN].items():
+        rows[server] = [latency.rate(latency.capacity(plain, 1_000)), latency.rate(latency.capacity(plain, 10_000)),
+                        latency.rate(latency.peak(plain)),
+                        *(fast_p99(w, server, asked) for asked in RATES for w in MIXES),
+                        *(latency.cpu(level(w, server, RATES[-1])).text for w in (latency.PLAIN, latency.VARIED))]
+    return rows
+
+
+def latency_claims() -> list[str]:
+    """The phrases of results/README.md's latency prose, from the latency run."""
+    plain = latency_levels()[latency.PLAIN]
+
+    def held(server: str) -> str:
+        return latency.rate(latency.capacity(plain[server], 10_000))
+
+    def p99(workload: str, server: str, asked: str) -> str:
+        return fast_p99(workload, server, asked).removesuffix(" ×")
+
+    def us(workload: str, server: str) -> str:
+        return latency.cpu(level(workload, server, RATES[-1])).text
+
+    sleep, cpu_mix = MIXES[1:]
+    blocking = level(latency.PLAIN, "blocking", RATES[0])
+    return [
+        f"(epoll to {held('epoll')} requests/s, io-uring to {held('io-uring')}); epoll-pool to "
+        f"{held('epoll-pool')}, threaded to {held('threaded')}",
+        f"(p99 {latency.ms(blocking.figures['latency_p99_us'])} ms, the timeout)",
+        f"wrk's closed loop measured {latency.rate(latency.peak(plain['blocking']))} requests/s",
+        f"(epoll {p99(latency.PLAIN, 'epoll', RATES[0])} ms at 5,000/s, {p99(latency.PLAIN, 'epoll', RATES[1])} at "
+        f"20,000/s)",
+        f"p99 {p99(sleep, 'epoll', RATES[0])} ms for epoll",
+        f"epoll-pool {p99(sleep, 'epoll-pool', RATES[0])}, threaded {p99(sleep, 'threaded', RATES[0])}, reuseport "
+        f"{p99(sleep, 'reuseport', RATES[0])}",
+        f"(epoll {p99(sleep, 'epoll', RATES[1])} ms), reuseport too ({p99(sleep, 'reuseport', RATES[1])}), while "
+        f"epoll-pool held {p99(sleep, 'epoll-pool', RATES[1])} and threaded {p99(sleep, 'threaded', RATES[1])} ms",
+        f"epoll {p99(cpu_mix, 'epoll', RATES[1])}, io-uring {p99(cpu_mix, 'io-uring', RATES[1])} ms",
+        f"threaded {p99(cpu_mix, 'threaded', RATES[1])}, epoll-pool {p99(cpu_mix, 'epoll-pool', RATES[1])} ms",
+        f"epoll {us(latency.PLAIN, 'epoll')} → {us(latency.VARIED, 'epoll')} µs, threaded "
+        f"{us(latency.PLAIN, 'threaded')} → {us(latency.VARIED, 'threaded')}, nginx {us(latency.PLAIN, 'nginx')} → "
+        f"{us(latency.VARIED, 'nginx')}",
+        f"({held('epoll-pool')} against epoll's {held('epoll')} requests/s",
+    ]
+
+
+def test_the_latency_table_is_the_latency_runs_medians():
+    text = README.read_text()
+    table = text[text.index("## Latency under a constant rate"):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[server] = row
+    assert rows == latency_rows()
+
+
 def claims() -> list[str]:
     """Each phrase of results/README.md's prose that holds a number, written from the results files."""
     reference = run("reference-docker")
@@ -182,6 +267,7 @@ def claims() -> list[str]:
         f"{shares['floor']['python']:.1f} %",
         f"overlap in {overlapping} of\n  {len(shared)} cells",
         *peer_claims(),
+        *latency_claims(),
     ]
 
 
@@ -204,6 +290,9 @@ def test_every_number_in_the_prose_of_results_readme_is_computed_from_the_run_it
     settings |= {f"{int(n):,}" for w in config["workloads"] for n in re.findall(r"\d+", w["path"])}
     settings |= {env["python"], env["tools"]["nginx"], env["tools"]["wrk"], ".".join(env["kernel"].split(".")[:2])}
     settings |= {"1,024", "2026-12-01"}  # FD_SETSIZE; the round's folder
+    # The latency run's absolute rates, the percentile and the SLOs its report judges by.
+    settings |= {f"{r['value']:,.0f}" for r in run(LATENCY_RUN).config["rates"] if not r["fraction"]}
+    settings |= {"99", *(f"{slo / 1e3:g}" for slo in latency.SLOS_US)}
     loose = []
     for line in re.finditer(r"^(?!\|).*$", text, re.M):  # table rows are the other test's
         body = re.sub(r"\]\([^)]*\)|`[^`]*`", lambda m: " " * len(m.group()), line.group())  # links, code
