@@ -122,7 +122,8 @@ def test_a_server_and_a_wrk_container_joined_pinned_and_removed():
         for run in runs:
             assert run.returncode == 0 and "Requests/sec" in run.stdout, run.stdout + run.stderr
             assert "swissknife-cgroup-cpu" not in run.stderr
-            assert 0.1 < run.cpu_s < 1.5  # wrk's CPU from its container's cgroup, about one busy second
+            # wrk's CPU from its container's cgroup: up to one busy second, less when other load takes its CPU
+            assert 0.02 < run.cpu_s < 1.5
             assert run.engine_cpu_s >= 0 and run.host_busy_s >= run.cpu_s
         assert after.cpu_user_s + after.cpu_sys_s > before.cpu_user_s + before.cpu_sys_s
         assert after.processes == 2 and after.peak_rss_kib > 1000  # nginx master + worker

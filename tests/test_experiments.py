@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from standing import standing
 
 from bench.config import EXPERIMENTS
 
@@ -31,7 +32,7 @@ def idle_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def records_of(results: dict, server: str, workload: str) -> list[dict]:
-    return [r for r in results["records"] if r["server"] == server and r["workload"] == workload]
+    return [r for r in standing(results) if r["server"] == server and r["workload"] == workload]
 
 
 def test_the_holder_connections_are_held_and_counted_by_the_server(idle_run) -> None:
