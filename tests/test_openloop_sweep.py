@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from standing import standing
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -21,7 +22,7 @@ pytestmark = [
 ]
 
 
-def sweep(out: Path, runner: str) -> list[dict]:
+def sweep(out: Path, runner: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "bench", "--runner", runner, "--servers", "epoll", "--workloads",
                            "latency-plaintext", "latency-mix-sleep", "--rates", "0.5", "2000", "--repeat", "1",
                            "--duration", "2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
@@ -33,7 +34,7 @@ def sweep(out: Path, runner: str) -> list[dict]:
     page = (out / "report.html").read_text()  # the same section in the page, its figure as SVG
     assert "<h2>Latency under a constant rate</h2>" in page and "p99 ≤ 10 ms held up to" in page
     assert 'src="plots/latency-plaintext-c32-latency-load.svg"' in page
-    return json.loads((out / "results.json").read_text())["records"]
+    return json.loads((out / "results.json").read_text())
 
 
 @pytest.mark.parametrize("runner", ["process", "docker"])
@@ -41,7 +42,7 @@ def test_a_rate_sweep_records_the_peak_then_each_rate(tmp_path, runner):
     if runner == "docker" and not Path("/var/run/docker.sock").exists():
         pytest.skip("no Docker daemon: docker/install-engine.sh starts one (tests/run does)")
     # A peak flagged (disturbed, on a loaded host) is measured again: the rates scale the attempt kept.
-    records = [r for r in sweep(tmp_path, runner) if r["server"] == "epoll" and r["superseded_by"] is None]
+    records = [r for r in standing(sweep(tmp_path, runner)) if r["server"] == "epoll"]
     assert [(r["workload"], r["rate_asked"], r["status"]) for r in records] == [
         (w, rate, "ok") for w in ("latency-plaintext", "latency-mix-sleep") for rate in (None, "0.5×peak", "2000/s")]
     peak, half, fixed = records[:3]

@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from standing import standing  # noqa: E402
 from test_profiling import NETWORK_FUNCTIONS, perf_capable_python  # noqa: E402
 
 from bench.profiling import breakdown, read_folded  # noqa: E402
@@ -112,8 +113,7 @@ def test_flamegraphs_on_a_sweep_profile_an_extra_run_per_server(tmp_path) -> Non
                          "--repeat", "1", "--flamegraphs", "--out", str(out))
     assert code == 0, output
     document = json.loads((out / "results.json").read_text())
-    standing = [r for r in document["records"] if r["superseded_by"] is None]  # a repeat measured again: once
-    assert len(standing) == 3 * 2  # the measured points only: epoll, floor and nginx at 4 and 8
+    assert len(standing(document)) == 3 * 2  # the measured points only: epoll, floor and nginx at 4 and 8
     assert [(p["server"], p["connections"], p["status"]) for p in document["profiling"]["profiles"]] == [
         ("epoll", 8, "ok"), ("floor", 8, "ok"), ("nginx", 8, "ok")]
     assert (out / "flamegraphs" / "plaintext-epoll.svg").exists()

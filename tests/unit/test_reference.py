@@ -43,15 +43,21 @@ def cpu(workload: str, server: str, connections: int, name: str = "reference-doc
     return median(cells(name)[(workload, server, connections)], "cpu_us_per_request")
 
 
-def readme_rows() -> dict[str, list[str]]:
-    """server -> its cells, from the table under the reference run's heading."""
+def readme_table(heading: str) -> dict[str, list[str]]:
+    """server -> its cells, from the first table under a heading of results/README.md."""
     text = README.read_text()
-    table = text[text.index("## The published reference run"):].split("\n\n| server |", 1)[1]
+    table = text[text.index(heading):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
     rows = {}
-    for line in table.split("\n\n", 1)[0].splitlines()[2:]:
-        server, *row = (cell.strip().strip("*") for cell in line.strip("|").split("|"))
-        rows[server.split(" (")[0]] = row
+    for line in table.splitlines()[2:]:
+        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[server] = row
     return rows
+
+
+def readme_rows() -> dict[str, list[str]]:
+    """server -> its cells, from the table under the reference run's heading (bold and notes dropped)."""
+    return {server.strip("*").split(" (")[0]: [cell.strip("*") for cell in row]
+            for server, row in readme_table("## The published reference run").items()}
 
 
 def test_every_quoted_number_is_the_reference_runs_median():
@@ -103,12 +109,7 @@ def peer_claims() -> list[str]:
 
 
 def test_the_peers_table_is_the_subjects_runs_medians():
-    text = README.read_text()
-    table = text[text.index("## The peers beside the models"):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
-    rows = {}
-    for line in table.splitlines()[2:]:
-        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
-        rows[server] = row
+    rows = readme_table("## The peers beside the models")
     assert set(rows) == set(run(PEERS_RUN).config["servers"])
     peers = {"uvicorn", "granian", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "aiohttp", "tornado"}
     assert peers <= set(rows)
@@ -199,13 +200,7 @@ def latency_claims() -> list[str]:
 
 
 def test_the_latency_table_is_the_latency_runs_medians():
-    text = README.read_text()
-    table = text[text.index("## Latency under a constant rate"):].split("\n\n| server |", 1)[1].split("\n\n", 1)[0]
-    rows = {}
-    for line in table.splitlines()[2:]:
-        server, *row = (cell.strip() for cell in line.strip("|").split("|"))
-        rows[server] = row
-    assert rows == latency_rows()
+    assert readme_table("## Latency under a constant rate") == latency_rows()
 
 
 def claims() -> list[str]:
